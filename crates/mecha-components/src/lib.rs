@@ -1,0 +1,10 @@
+//! Mecha's components: one file per store or broker, registered by Dapr type and version.
+//!
+//! Each building block has a module (`state`) holding one static registration table; each
+//! component is one file in that block's folder (`state/sqlite.rs`), gated by a cargo feature
+//! when it pulls a heavy client library. Components implement the traits of `mecha-core` and
+//! must not depend on `mecha-runtime`. Start reading at [`state::REGISTRY`].
+
+pub mod state;
+
+pub use state::StateRegistration;

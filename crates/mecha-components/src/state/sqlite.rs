@@ -1,0 +1,395 @@
+//! `state.sqlite` v1: a store in one SQLite database, which several sidecars may share.
+//!
+//! Capabilities: ETAG, TRANSACTIONAL, TTL, QUERY_API (the runtime adds ACTOR). Tested against
+//! the SQLite bundled by `libsqlite3-sys`, on a temporary file and in memory, by the
+//! `mecha-conformance` state suite (`tests/state_conformance.rs`).
+//!
+//! Values are stored verbatim in a BLOB column with a random UUIDv4 ETag and an optional expiry
+//! in milliseconds since the Unix epoch. Because several processes may write the same file,
+//! every check (ETag, first-write, expiry) happens inside the statement that writes, and a
+//! transaction takes the write lock up front (`BEGIN IMMEDIATE`); there is no in-process lock.
+//! Expired rows are never returned and are deleted every `cleanupInterval`. The metadata keys
+//! are described on [`metadata::Metadata`].
+
+mod metadata;
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use mecha_core::component::{ComponentError, ComponentInit, Feature};
+use mecha_core::state::{
+    BulkGetItem, Concurrency, DeleteRequest, GetRequest, GetResponse, Query, QueryResponse,
+    SetRequest, StateError, StateStore, TransactionOperation, expiry_metadata, expiry_millis,
+    now_millis,
+};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Row};
+use tokio::task::AbortHandle;
+
+use self::metadata::{Metadata, Target};
+use self::sql::Statements;
+
+const FEATURES: &[Feature] = &[
+    Feature::Etag,
+    Feature::Transactional,
+    Feature::Ttl,
+    Feature::QueryApi,
+];
+/// Connections to a database file: readers run in parallel, SQLite serialises the writers.
+const MAX_CONNECTIONS: u32 = 4;
+/// Keys per `IN (...)` list of a bulk read, well below SQLite's limit on bound parameters.
+const BULK_GET_CHUNK: usize = 500;
+/// The pause between attempts to change the journal mode while another process holds a lock.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The `state.sqlite` state store.
+pub struct SqliteStateStore {
+    pool: SqlitePool,
+    sql: Statements,
+    timeout: Duration,
+    cleanup: Mutex<Option<AbortHandle>>,
+}
+
+// === impl SqliteStateStore ===
+
+impl SqliteStateStore {
+    /// Opens the database named by `connectionString`, creates the table if missing and starts
+    /// the clean-up of expired rows.
+    pub async fn create(init: ComponentInit) -> Result<Arc<dyn StateStore>, ComponentError> {
+        Ok(Self::open(init).await?)
+    }
+
+    async fn open(init: ComponentInit) -> Result<Arc<Self>, ComponentError> {
+        let md = Metadata::parse(&init)?;
+        let target = md.target()?;
+        if let Some(parent) = target
+            .create_file
+            .as_deref()
+            .and_then(std::path::Path::parent)
+        {
+            if !parent.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                    ComponentError::Init(format!("creating {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let pool = pool_options(&target, md.timeout)
+            .connect_with(target.options.clone())
+            .await
+            .map_err(|e| ComponentError::Init(format!("opening the SQLite database: {e}")))?;
+        let sql = Statements::new(&md.table_name);
+        if !target.read_only {
+            tokio::time::timeout(md.timeout, prepare(&pool, &sql, target.journal_mode))
+                .await
+                .map_err(|_| ComponentError::Init("preparing the database timed out".into()))?
+                .map_err(|e| ComponentError::Init(format!("preparing the database: {e}")))?;
+        }
+        let store = Arc::new(Self {
+            pool,
+            sql,
+            timeout: md.timeout,
+            cleanup: Mutex::new(None),
+        });
+        if let Some(every) = md.cleanup_interval.filter(|_| !target.read_only) {
+            let task = tokio::spawn(clean_up(Arc::downgrade(&store), every));
+            *store.cleanup_task() = Some(task.abort_handle());
+        }
+        Ok(store)
+    }
+
+    fn cleanup_task(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
+        self.cleanup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` within the operation timeout.
+    async fn timed<T>(
+        &self,
+        op: impl Future<Output = Result<T, StateError>>,
+    ) -> Result<T, StateError> {
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StateError::Backend(format!(
+                    "sqlite: timed out after {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    /// Deletes the rows that have expired, returning how many.
+    async fn delete_expired(&self) -> Result<u64, StateError> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.delete_expired.clone()))
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Drop for SqliteStateStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.cleanup_task().take() {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStateStore {
+    fn features(&self) -> &[Feature] {
+        FEATURES
+    }
+
+    async fn get(&self, req: &GetRequest) -> Result<Option<GetResponse>, StateError> {
+        self.timed(async {
+            let row = sqlx::query(AssertSqlSafe(self.sql.get.clone()))
+                .bind(req.key.as_str())
+                .bind(now_millis())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            row.map(|r| decode_value(&r, 0)).transpose()
+        })
+        .await
+    }
+
+    async fn set(&self, req: &SetRequest) -> Result<(), StateError> {
+        self.timed(async {
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            set_on(&self.sql, &mut conn, req).await
+        })
+        .await
+    }
+
+    async fn delete(&self, req: &DeleteRequest) -> Result<(), StateError> {
+        self.timed(async {
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            delete_on(&self.sql, &mut conn, req).await
+        })
+        .await
+    }
+
+    async fn bulk_get(&self, reqs: &[GetRequest]) -> Result<Vec<BulkGetItem>, StateError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self
+            .timed(async {
+                // One read transaction, so that every chunk sees the same snapshot.
+                let mut tx = self.pool.begin().await.map_err(backend)?;
+                let now = now_millis();
+                let mut found = HashMap::new();
+                for chunk in reqs.chunks(BULK_GET_CHUNK) {
+                    let mut q = sqlx::query(AssertSqlSafe(self.sql.bulk_get(chunk.len())));
+                    q = q.bind(now);
+                    for r in chunk {
+                        q = q.bind(r.key.as_str());
+                    }
+                    for row in q.fetch_all(&mut *tx).await.map_err(backend)? {
+                        let key: String = row.try_get(0).map_err(backend)?;
+                        found.insert(key, decode_value(&row, 1).map_err(|e| e.to_string()));
+                    }
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(found)
+            })
+            .await?;
+        Ok(reqs
+            .iter()
+            .map(|r| BulkGetItem {
+                key: r.key.clone(),
+                result: found.get(&r.key).cloned().transpose(),
+            })
+            .collect())
+    }
+
+    async fn transact(&self, ops: &[TransactionOperation]) -> Result<(), StateError> {
+        self.timed(async {
+            // Taking the write lock first means the checks below see the state the writes
+            // apply to. Dropping the transaction on an error rolls it back.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(backend)?;
+            for op in ops {
+                match op {
+                    TransactionOperation::Upsert(r) => set_on(&self.sql, &mut tx, r).await?,
+                    TransactionOperation::Delete(r) => delete_on(&self.sql, &mut tx, r).await?,
+                }
+            }
+            tx.commit().await.map_err(backend)
+        })
+        .await
+    }
+
+    async fn query(&self, query: &Query) -> Result<QueryResponse, StateError> {
+        let rows = self
+            .timed(async {
+                let prefix = query.key_prefix.as_str();
+                let rows = sqlx::query(AssertSqlSafe(self.sql.query.clone()))
+                    .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                    .bind(prefix)
+                    .bind(now_millis())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                rows.iter()
+                    .map(|row| {
+                        let key: String = row.try_get(0)?;
+                        let value: Vec<u8> = row.try_get(1)?;
+                        let etag: String = row.try_get(2)?;
+                        Ok((key, Bytes::from(value), Some(etag)))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(backend)
+            })
+            .await?;
+        query
+            .evaluate(rows)
+            .map_err(|e| StateError::BadRequest(e.to_string()))
+    }
+
+    async fn close(&self) {
+        if let Some(task) = self.cleanup_task().take() {
+            task.abort();
+        }
+        self.pool.close().await;
+    }
+}
+
+fn pool_options(target: &Target, timeout: Duration) -> SqlitePoolOptions {
+    let options = SqlitePoolOptions::new().acquire_timeout(timeout);
+    if target.in_memory {
+        // The database lives as long as its one connection: never let the pool close it.
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options.max_connections(MAX_CONNECTIONS)
+    }
+}
+
+/// Sets the journal mode and creates the table and its expiry index.
+async fn prepare(
+    pool: &SqlitePool,
+    sql: &Statements,
+    journal_mode: Option<&'static str>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    if let Some(mode) = journal_mode {
+        // Changing the journal mode needs an exclusive lock that SQLite does not wait for, so
+        // retry while another process uses the file; the caller bounds the wait.
+        let pragma = format!("PRAGMA journal_mode = {mode}");
+        while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str()))
+            .execute(&mut *conn)
+            .await
+        {
+            if !is_busy(&e) {
+                return Err(e);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+    for ddl in sql.schema() {
+        sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn clean_up(store: Weak<SqliteStateStore>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(store) = store.upgrade() else { return };
+        match store.delete_expired().await {
+            Ok(rows) => tracing::debug!(rows, "Deleted expired state"),
+            Err(error) => tracing::warn!(%error, "Deleting expired state failed"),
+        }
+    }
+}
+
+/// Writes one key on `conn`, checking the ETag or first-write condition in the same statement.
+async fn set_on(
+    sql: &Statements,
+    conn: &mut SqliteConnection,
+    req: &SetRequest,
+) -> Result<(), StateError> {
+    let statement = match (&req.etag, req.concurrency) {
+        (Some(_), _) => &sql.update_if_etag,
+        (None, Concurrency::FirstWrite) => &sql.first_write,
+        (None, _) => &sql.upsert,
+    };
+    let mut q = sqlx::query(AssertSqlSafe(statement.clone()))
+        .bind(req.key.as_str())
+        .bind(req.value.as_ref())
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(expiry_millis(req.ttl))
+        .bind(now_millis());
+    if let Some(etag) = &req.etag {
+        q = q.bind(etag.as_str());
+    }
+    let done = q.execute(&mut *conn).await.map_err(backend)?;
+    if done.rows_affected() == 0 {
+        return Err(StateError::EtagMismatch);
+    }
+    Ok(())
+}
+
+/// Deletes one key on `conn`, checking the ETag in the same statement.
+async fn delete_on(
+    sql: &Statements,
+    conn: &mut SqliteConnection,
+    req: &DeleteRequest,
+) -> Result<(), StateError> {
+    let Some(etag) = &req.etag else {
+        let q = sqlx::query(AssertSqlSafe(sql.delete.clone())).bind(req.key.as_str());
+        q.execute(&mut *conn).await.map_err(backend)?;
+        return Ok(());
+    };
+    let done = sqlx::query(AssertSqlSafe(sql.delete_if_etag.clone()))
+        .bind(req.key.as_str())
+        .bind(etag.as_str())
+        .bind(now_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if done.rows_affected() == 0 {
+        return Err(StateError::EtagMismatch);
+    }
+    Ok(())
+}
+
+/// Reads `value, etag, expiration_time` starting at column `first`.
+fn decode_value(row: &SqliteRow, first: usize) -> Result<GetResponse, StateError> {
+    let data: Vec<u8> = row.try_get(first).map_err(backend)?;
+    let etag: String = row.try_get(first + 1).map_err(backend)?;
+    let expires_at: Option<i64> = row.try_get(first + 2).map_err(backend)?;
+    Ok(GetResponse {
+        data: Bytes::from(data),
+        etag: Some(etag),
+        metadata: expiry_metadata(expires_at),
+    })
+}
+
+fn backend(e: sqlx::Error) -> StateError {
+    StateError::Backend(format!("sqlite: {e}"))
+}
+
+/// Whether SQLite refused because another connection holds a lock (`SQLITE_BUSY`/`LOCKED`).
+fn is_busy(e: &sqlx::Error) -> bool {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok());
+    code.is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}

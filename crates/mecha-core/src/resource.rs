@@ -1,0 +1,277 @@
+//! The resource model: `kind: Component` (and friends) documents read from YAML files.
+//!
+//! This is the first, raw stage of configuration: it follows the input closely and checks
+//! only what the YAML itself must carry. The runtime resolves secrets, scopes and types later.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The `apiVersion` group of every Dapr resource.
+pub const API_GROUP: &str = "dapr.io/";
+
+/// One resource document read from a file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    /// `kind: Component`.
+    Component(ComponentResource),
+    /// A document of another kind, kept only to be reported and skipped.
+    Other {
+        /// The document's `kind`.
+        kind: String,
+        /// The document's `metadata.name`, if any.
+        name: Option<String>,
+        /// The file it came from.
+        source: PathBuf,
+    },
+}
+
+/// A `kind: Component` document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentResource {
+    /// `metadata.name`: the name apps use, e.g. `statestore`.
+    pub name: String,
+    /// `metadata.namespace`, if set.
+    pub namespace: Option<String>,
+    /// `spec.type`, e.g. `state.sqlite`.
+    pub component_type: String,
+    /// `spec.version`, e.g. `v1`.
+    pub version: String,
+    /// `spec.metadata`.
+    pub metadata: Vec<MetadataItem>,
+    /// `spec.ignoreErrors`: a failing component is logged and skipped instead of stopping start-up.
+    pub ignore_errors: bool,
+    /// `spec.initTimeout`, a Go duration.
+    pub init_timeout: Option<String>,
+    /// `scopes`: the app ids allowed to load the component; empty means every app.
+    pub scopes: Vec<String>,
+    /// `auth.secretStore`: the store `secretKeyRef` values are resolved through.
+    pub secret_store: Option<String>,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// One `spec.metadata` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataItem {
+    /// The Dapr field name, e.g. `connectionString`.
+    pub name: String,
+    /// Where the value comes from.
+    pub value: MetadataValue,
+}
+
+/// Where a metadata value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataValue {
+    /// An inline `value`, rendered as a string.
+    Plain(String),
+    /// `secretKeyRef: {name, key}`: resolved through the component's secret store.
+    SecretKeyRef {
+        /// The secret's name.
+        name: String,
+        /// The key within the secret; defaults to the name.
+        key: String,
+    },
+    /// `envRef: VAR`: read from the sidecar's environment.
+    EnvRef(String),
+}
+
+/// An error reading resources from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The file could not be read.
+    #[error("cannot read {}: {error}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("invalid YAML in {}: {error}", file.display())]
+    Yaml {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message.
+        error: String,
+    },
+    /// A document lacks a field or has a field of the wrong shape.
+    #[error("{} in {}: {reason}", Named(name.as_deref()), file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The resource's name, when known.
+        name: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+struct Named<'a>(Option<&'a str>);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "component '{n}'"),
+            None => f.write_str("resource"),
+        }
+    }
+}
+
+// === impl Resource ===
+
+impl Resource {
+    /// Reads every resource document of one YAML file.
+    pub fn read_file(file: &Path) -> Result<Vec<Resource>, ResourceError> {
+        let text = std::fs::read_to_string(file).map_err(|error| ResourceError::Read {
+            file: file.to_owned(),
+            error,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses every document of a multi-document YAML text; `source` names it in errors.
+    pub fn parse(text: &str, source: &Path) -> Result<Vec<Resource>, ResourceError> {
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| ResourceError::Yaml {
+                file: source.to_owned(),
+                error: e.to_string(),
+            })?;
+        docs.into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| Self::from_document(d, source))
+            .collect()
+    }
+
+    fn from_document(doc: Value, source: &Path) -> Result<Resource, ResourceError> {
+        let invalid = |name: Option<&str>, reason: String| ResourceError::Invalid {
+            file: source.to_owned(),
+            name: name.map(str::to_owned),
+            reason,
+        };
+        if !doc.is_object() {
+            return Err(invalid(None, "a resource document must be a mapping".into()));
+        }
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let name = doc.pointer("/metadata/name").and_then(Value::as_str);
+        if kind != "Component" || !api_version.starts_with(API_GROUP) {
+            return Ok(Resource::Other {
+                kind: if api_version.starts_with(API_GROUP) {
+                    kind.to_owned()
+                } else {
+                    format!("{kind} ({api_version})")
+                },
+                name: name.map(str::to_owned),
+                source: source.to_owned(),
+            });
+        }
+        let name = match name {
+            Some(n) if !n.trim().is_empty() => n,
+            _ => return Err(invalid(None, "component has no metadata.name".into())),
+        };
+        let spec = doc
+            .get("spec")
+            .filter(|s| s.is_object())
+            .ok_or_else(|| invalid(Some(name), "component has no spec".into()))?;
+        let text_field = |field: &str| -> Result<String, ResourceError> {
+            match spec.get(field) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(Value::Number(n)) => Ok(n.to_string()),
+                _ => Err(invalid(Some(name), format!("spec.{field} is required"))),
+            }
+        };
+        let component_type = text_field("type")?;
+        let version = text_field("version")?;
+        let metadata = match spec.get("metadata") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| MetadataItem::from_value(i).map_err(|r| invalid(Some(name), r)))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid(Some(name), "spec.metadata must be a list".into())),
+        };
+        let ignore_errors = match spec.get("ignoreErrors") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => crate::metadata::parse_bool(s)
+                .ok_or_else(|| invalid(Some(name), "spec.ignoreErrors must be a boolean".into()))?,
+            Some(_) => {
+                return Err(invalid(Some(name), "spec.ignoreErrors must be a boolean".into()));
+            }
+        };
+        let scopes = match doc.get("scopes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(s)) => s.iter().map(scalar_to_string).collect(),
+            Some(_) => return Err(invalid(Some(name), "scopes must be a list of app ids".into())),
+        };
+        Ok(Resource::Component(ComponentResource {
+            name: name.to_owned(),
+            namespace: doc.pointer("/metadata/namespace").and_then(Value::as_str).map(Into::into),
+            component_type,
+            version,
+            metadata,
+            ignore_errors,
+            init_timeout: spec.get("initTimeout").and_then(Value::as_str).map(Into::into),
+            scopes,
+            secret_store: doc.pointer("/auth/secretStore").and_then(Value::as_str).map(Into::into),
+            source: source.to_owned(),
+        }))
+    }
+}
+
+// === impl ComponentResource ===
+
+impl ComponentResource {
+    /// `type/version`, e.g. `state.sqlite/v1`, as the registry and logs name it.
+    pub fn type_and_version(&self) -> String {
+        format!("{}/{}", self.component_type, self.version)
+    }
+
+    /// Whether the app `app_id` may load this component.
+    pub fn in_scope(&self, app_id: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == app_id)
+    }
+}
+
+// === impl MetadataItem ===
+
+impl MetadataItem {
+    fn from_value(item: &Value) -> Result<Self, String> {
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or("every spec.metadata entry needs a name")?
+            .to_owned();
+        let value = if let Some(r) = item.get("secretKeyRef").filter(|v| !v.is_null()) {
+            let secret = r
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("metadata '{name}': secretKeyRef needs a name"))?;
+            let key = r.get("key").and_then(Value::as_str).unwrap_or(secret);
+            MetadataValue::SecretKeyRef { name: secret.to_owned(), key: key.to_owned() }
+        } else if let Some(var) = item.get("envRef").and_then(Value::as_str) {
+            MetadataValue::EnvRef(var.to_owned())
+        } else {
+            MetadataValue::Plain(item.get("value").map(scalar_to_string).unwrap_or_default())
+        };
+        Ok(Self { name, value })
+    }
+}
+
+/// Renders a YAML value as Dapr does for metadata: strings as they are, other scalars in
+/// their plain form, and maps or lists as JSON.
+fn scalar_to_string(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+//! gRPC handlers of metadata and shutdown.
+
+use std::sync::Arc;
+
+use mecha_proto::runtime as rt;
+use tonic::{Request, Response, Status};
+
+use crate::sidecar::Services;
+
+/// `GetMetadata`.
+pub(super) async fn get_metadata(
+    s: &Arc<Services>,
+    _req: Request<rt::GetMetadataRequest>,
+) -> Result<Response<rt::GetMetadataResponse>, Status> {
+    let m = s.metadata.snapshot();
+    Ok(Response::new(rt::GetMetadataResponse {
+        id: m.id,
+        runtime_version: m.runtime_version.to_owned(),
+        registered_components: m
+            .components
+            .into_iter()
+            .map(|c| rt::RegisteredComponents {
+                name: c.name,
+                r#type: c.component_type,
+                version: c.version,
+                capabilities: c.capabilities.iter().map(|c| (*c).to_owned()).collect(),
+            })
+            .collect(),
+        extended_metadata: m.extended.into_iter().collect(),
+        app_connection_properties: m.app.map(|a| rt::AppConnectionProperties {
+            port: i32::from(a.port),
+            protocol: a.protocol.to_owned(),
+            channel_address: a.channel_address,
+            max_concurrency: 0,
+            health: None,
+        }),
+        actor_runtime: Some(rt::ActorRuntime::default()),
+        ..Default::default()
+    }))
+}
+
+/// `SetMetadata`.
+pub(super) async fn set_metadata(
+    s: &Arc<Services>,
+    req: Request<rt::SetMetadataRequest>,
+) -> Result<Response<()>, Status> {
+    let req = req.into_inner();
+    s.metadata.set(req.key, req.value);
+    Ok(Response::new(()))
+}
+
+/// `Shutdown`.
+pub(super) async fn shutdown(
+    s: &Arc<Services>,
+    _req: Request<rt::ShutdownRequest>,
+) -> Result<Response<()>, Status> {
+    tracing::info!("Shutdown requested through the API");
+    s.shutdown.trigger();
+    Ok(Response::new(()))
+}

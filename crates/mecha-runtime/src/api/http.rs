@@ -1,0 +1,151 @@
+//! The Dapr HTTP API (`/v1.0/...`), served by axum on HTTP/1.1 and h2c.
+//!
+//! Handlers decode the request, call a service and encode the answer; nothing else.
+
+mod health;
+mod metadata;
+mod state;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ERROR_DOMAIN};
+use crate::sidecar::Services;
+
+/// The header apps send the API token in.
+pub const API_TOKEN_HEADER: &str = "dapr-api-token";
+
+/// Builds the HTTP API router over `services`.
+pub fn router(services: Arc<Services>) -> Router {
+    let limit = services.max_request_body;
+    Router::new()
+        .route("/v1.0/healthz", get(health::healthz))
+        .route("/v1.0/healthz/outbound", get(health::outbound))
+        .route("/v1.0/metadata", get(metadata::get_metadata))
+        .route("/v1.0/metadata/{key}", put(metadata::put_metadata))
+        .route("/v1.0/shutdown", post(health::shutdown))
+        .route("/v1.0/state/{store}", post(state::save).put(state::save))
+        .route(
+            "/v1.0/state/{store}/{key}",
+            get(state::get).delete(state::delete).post(state::post_sub).put(state::post_sub),
+        )
+        .route("/v1.0-alpha1/state/{store}/query", post(state::query).put(state::query))
+        .fallback(not_found)
+        // Outermost first: the token is checked before any body is read, and the body limit
+        // applies to every handler that reads one.
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(services.clone(), api_token))
+        .with_state(services)
+}
+
+/// Requests on unknown paths would be service invocation in Dapr; without an app id they fail.
+async fn not_found() -> ApiError {
+    ApiError::new(
+        "ERR_DIRECT_INVOKE",
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "failed getting app id either from the URL path or the header dapr-app-id",
+    )
+}
+
+/// Checks `dapr-api-token` when `DAPR_API_TOKEN` is set; the health probes are exempt.
+async fn api_token(State(services): State<Arc<Services>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &services.api_token {
+        let exempt = req.method() == http::Method::GET
+            && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
+        let given = req.headers().get(API_TOKEN_HEADER).map(HeaderValue::as_bytes);
+        if !exempt && given != Some(token.as_bytes()) {
+            tracing::info!(path = %req.uri().path(), "Rejected a request with a missing or wrong API token");
+            return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Reads a request body, mapping a body over the limit to 413.
+fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(limit)
+        } else {
+            ApiError::body_read(e.body_text())
+        }
+    })
+}
+
+/// Splits query parameters into `metadata.*` entries (prefix stripped, first value wins) and
+/// the others.
+fn split_metadata(params: Vec<(String, String)>) -> (mecha_core::state::RequestMetadata, Vec<(String, String)>) {
+    let mut metadata = mecha_core::state::RequestMetadata::new();
+    let mut rest = Vec::new();
+    for (k, v) in params {
+        match k.strip_prefix("metadata.") {
+            Some(m) => {
+                metadata.entry(m.to_owned()).or_insert(v);
+            }
+            None => rest.push((k, v)),
+        }
+    }
+    (metadata, rest)
+}
+
+/// 200 with a JSON body.
+fn json_response(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::internal(format!("cannot encode the response: {e}")).into_response(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        log_error(&self);
+        let mut body = json!({ "errorCode": self.code, "message": self.message });
+        if let Some(reason) = self.reason {
+            let metadata: serde_json::Map<String, Value> =
+                self.metadata.iter().map(|(k, v)| ((*k).to_owned(), Value::from(v.as_str()))).collect();
+            let mut details = vec![json!({
+                "@type": mecha_proto::rpc::ERROR_INFO_TYPE_URL,
+                "reason": reason,
+                "domain": ERROR_DOMAIN,
+                "metadata": metadata,
+            })];
+            if let Some((kind, name)) = &self.resource {
+                details.push(json!({
+                    "@type": mecha_proto::rpc::RESOURCE_INFO_TYPE_URL,
+                    "resource_type": kind,
+                    "resource_name": name,
+                    "owner": "",
+                    "description": "",
+                }));
+            }
+            body["details"] = Value::Array(details);
+        }
+        let mut res = Response::new(Body::from(body.to_string()));
+        *res.status_mut() = self.http;
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res
+    }
+}
+
+/// Logs a failed request once, at INFO for the caller's mistakes and WARN for ours.
+pub(crate) fn log_error(e: &ApiError) {
+    if e.http.is_server_error() {
+        tracing::warn!(code = e.code, message = %e.message, "Request failed");
+    } else {
+        tracing::info!(code = e.code, message = %e.message, "Request refused");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! HTTP handlers of the metadata API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+use super::{body, json_response};
+use crate::error::ApiError;
+use crate::sidecar::Services;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetadataOut<'a> {
+    id: &'a str,
+    runtime_version: &'a str,
+    enabled_features: [&'a str; 0],
+    actors: [&'a str; 0],
+    components: Vec<ComponentOut<'a>>,
+    extended: &'a BTreeMap<String, String>,
+    subscriptions: [&'a str; 0],
+    http_endpoints: [&'a str; 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_connection_properties: Option<AppOut<'a>>,
+    actor_runtime: ActorRuntimeOut,
+}
+
+#[derive(Serialize)]
+struct ComponentOut<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    component_type: &'a str,
+    version: &'a str,
+    capabilities: &'a [&'static str],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppOut<'a> {
+    port: u16,
+    protocol: &'a str,
+    channel_address: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActorRuntimeOut {
+    runtime_status: &'static str,
+    host_ready: bool,
+    placement: &'static str,
+}
+
+/// `GET /v1.0/metadata`.
+pub(super) async fn get_metadata(State(s): State<Arc<Services>>) -> Response {
+    let m = s.metadata.snapshot();
+    json_response(&MetadataOut {
+        id: &m.id,
+        runtime_version: m.runtime_version,
+        enabled_features: [],
+        actors: [],
+        components: m
+            .components
+            .iter()
+            .map(|c| ComponentOut {
+                name: &c.name,
+                component_type: &c.component_type,
+                version: &c.version,
+                capabilities: &c.capabilities,
+            })
+            .collect(),
+        extended: &m.extended,
+        subscriptions: [],
+        http_endpoints: [],
+        app_connection_properties: m.app.as_ref().map(|a| AppOut {
+            port: a.port,
+            protocol: a.protocol,
+            channel_address: &a.channel_address,
+        }),
+        actor_runtime: ActorRuntimeOut { runtime_status: "DISABLED", host_ready: false, placement: "" },
+    })
+}
+
+/// `PUT /v1.0/metadata/{key}`: the raw body becomes the attribute's value.
+pub(super) async fn put_metadata(
+    State(s): State<Arc<Services>>,
+    Path(key): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let raw = body(raw, s.max_request_body)?;
+    let value = String::from_utf8(raw.to_vec())
+        .map_err(|_| ApiError::malformed("the metadata value must be UTF-8 text"))?;
+    s.metadata.set(key, value);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,237 @@
+//! [`Sidecar::start`]: load components, build the services, bind and serve both APIs; and
+//! [`Running`], which drains and stops them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use futures::StreamExt;
+use mecha_core::resource::{Resource, ResourceError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::components::{Components, LoadError};
+use crate::config::RuntimeConfig;
+use crate::health::{Health, wait_for_app_port};
+use crate::metadata::MetadataService;
+use crate::state::StateService;
+
+/// Everything the API handlers reach: the building-block services and shared flags.
+pub struct Services {
+    /// The app id.
+    pub app_id: String,
+    /// The state service.
+    pub state: StateService,
+    /// The metadata service.
+    pub metadata: MetadataService,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Starts a graceful shutdown.
+    pub shutdown: ShutdownHandle,
+    /// The token apps must send, if any.
+    pub api_token: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_request_body: usize,
+}
+
+/// Starts a graceful shutdown from anywhere: a signal, the API, or the launcher.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+/// The sidecar entry point.
+pub struct Sidecar;
+
+/// A started sidecar.
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub http_addrs: Vec<SocketAddr>,
+    /// Where the gRPC API listens.
+    pub grpc_addrs: Vec<SocketAddr>,
+    services: Arc<Services>,
+    servers: JoinSet<()>,
+    grace: Duration,
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Components could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A configuration file could not be read.
+    #[error("configuration: {0}")]
+    Config(#[from] ResourceError),
+    /// A `--config` file holds something other than a Configuration.
+    #[error("{file} is not a Configuration resource")]
+    NotAConfiguration {
+        /// The file.
+        file: String,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen for the {api} API on {addr}: {error}")]
+    Bind {
+        /// `HTTP` or `gRPC`.
+        api: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+// === impl ShutdownHandle ===
+
+impl ShutdownHandle {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+
+    /// Starts the shutdown; later calls do nothing.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once the shutdown has started.
+    pub async fn wait(self) {
+        let mut rx = self.0.subscribe();
+        // An error means the sender is gone, which only happens at exit.
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+// === impl Sidecar ===
+
+impl Sidecar {
+    /// Validates the configuration, loads components, binds both APIs and starts serving.
+    pub async fn start(config: RuntimeConfig) -> Result<Running, StartError> {
+        let started = Instant::now();
+        tracing::info!(app_id = %config.app_id, version = crate::metadata::RUNTIME_VERSION, "Starting Mecha sidecar");
+        for file in &config.config_files {
+            load_configuration(file)?;
+        }
+        let components = Components::load(&config).await?;
+        if components.state.is_empty() {
+            tracing::info!("No state store is configured");
+        }
+        let health = Arc::new(Health::new(config.app_port.is_none()));
+        let services = Arc::new(Services {
+            app_id: config.app_id.clone(),
+            state: StateService::new(&config.app_id, config.namespace.as_deref(), &components.state),
+            metadata: MetadataService::new(&config, components.infos()),
+            health: health.clone(),
+            shutdown: ShutdownHandle::new(),
+            api_token: config.api_token.clone(),
+            max_request_body: config.max_request_body,
+        });
+        if services.api_token.is_some() {
+            tracing::info!("API token authentication is enabled");
+        }
+
+        let mut servers = JoinSet::new();
+        let mut http_addrs = Vec::new();
+        let mut grpc_addrs = Vec::new();
+        let router = crate::api::http::router(services.clone());
+        for ip in &config.listen_addresses {
+            let listener = bind("HTTP", SocketAddr::new(*ip, config.http_port)).await?;
+            let addr = listener.local_addr().map_err(|error| StartError::Bind {
+                api: "HTTP",
+                addr: SocketAddr::new(*ip, config.http_port),
+                error,
+            })?;
+            http_addrs.push(addr);
+            tracing::info!(address = %addr, "HTTP API listening (HTTP/1.1 and h2c)");
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serve = axum::serve(listener, router.clone())
+                .with_graceful_shutdown(services.shutdown.clone().wait());
+            servers.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP API server failed");
+                }
+            });
+        }
+        for ip in &config.listen_addresses {
+            let listener = bind("gRPC", SocketAddr::new(*ip, config.grpc_port)).await?;
+            let addr = listener.local_addr().map_err(|error| StartError::Bind {
+                api: "gRPC",
+                addr: SocketAddr::new(*ip, config.grpc_port),
+                error,
+            })?;
+            grpc_addrs.push(addr);
+            tracing::info!(address = %addr, "gRPC API listening");
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+                conn.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
+            let serve = tonic::transport::Server::builder()
+                .add_service(crate::api::grpc::dapr_service(services.clone()))
+                .serve_with_incoming_shutdown(incoming, services.shutdown.clone().wait());
+            servers.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "gRPC API server failed");
+                }
+            });
+        }
+        health.set_outbound_ready();
+        if let Some(port) = config.app_port {
+            let addr = format!("{}:{port}", config.app_channel_address);
+            tokio::spawn(wait_for_app_port(health, addr));
+        }
+        tracing::info!(
+            app_id = %config.app_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Sidecar is ready"
+        );
+        Ok(Running { http_addrs, grpc_addrs, services, servers, grace: config.graceful_shutdown })
+    }
+}
+
+async fn bind(api: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|error| StartError::Bind { api, addr, error })
+}
+
+fn load_configuration(file: &std::path::Path) -> Result<(), StartError> {
+    for resource in Resource::read_file(file)? {
+        match resource {
+            Resource::Other { kind, name, .. } if kind == "Configuration" => {
+                tracing::info!(
+                    name = name.as_deref().unwrap_or(""),
+                    file = %file.display(),
+                    "Configuration loaded; its settings apply as their building blocks arrive"
+                );
+            }
+            _ => return Err(StartError::NotAConfiguration { file: file.display().to_string() }),
+        }
+    }
+    Ok(())
+}
+
+// === impl Running ===
+
+impl Running {
+    /// A handle that starts the graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.services.shutdown.clone()
+    }
+
+    /// Waits for the shutdown to be triggered, lets in-flight requests finish within the
+    /// grace period, then closes the components.
+    pub async fn wait(mut self) {
+        self.services.shutdown.clone().wait().await;
+        tracing::info!(grace_period = ?self.grace, "Shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.servers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("Grace period over; closing the remaining connections");
+            self.servers.abort_all();
+        }
+        self.services.state.close().await;
+        tracing::info!("Sidecar stopped");
+    }
+}

@@ -1,0 +1,86 @@
+//! Command-line flags. Sidecar flags carry daprd's names so existing scripts keep working.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Mecha: a sidecar that gives any app state, pub/sub, bindings, invocation and more through
+/// the Dapr v1 API, with an embedded SQLite default that needs no servers.
+#[derive(Debug, Parser)]
+#[command(name = "mecha", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the sidecar alone, as daprd does (flags under daprd's names).
+    Sidecar(SidecarArgs),
+    /// Run a sidecar and, optionally, an app next to it, as `dapr run` does.
+    ///
+    /// Without --resources-path, the components in ~/.mecha/components are used; when that
+    /// folder does not exist it is created with the embedded default: a `statestore` on the
+    /// SQLite file ~/.mecha/state.db. The app gets DAPR_HTTP_PORT, DAPR_GRPC_PORT, APP_ID and
+    /// APP_PORT in its environment; `mecha run` exits with the app's exit code.
+    Run(RunArgs),
+    /// List the component types this build contains.
+    Components,
+}
+
+/// Flags of `mecha run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) sidecar: SidecarArgs,
+    /// The app's command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+/// Flags of the sidecar, named as daprd names them.
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// The id of the app this sidecar serves; keys, pub/sub and invocation use it.
+    #[arg(long, value_name = "ID")]
+    pub(crate) app_id: Option<String>,
+    /// The port the app listens on; the sidecar calls the app there.
+    #[arg(long, value_name = "PORT")]
+    pub(crate) app_port: Option<u16>,
+    /// The protocol the app speaks: http, https, grpc, grpcs or h2c.
+    #[arg(long, default_value = "http", value_name = "PROTOCOL")]
+    pub(crate) app_protocol: String,
+    /// The host the app listens on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+    pub(crate) app_channel_address: String,
+    /// The port of the HTTP API (HTTP/1.1 and h2c); 0 picks a free port.
+    #[arg(long, default_value_t = 3500, value_name = "PORT")]
+    pub(crate) dapr_http_port: u16,
+    /// The port of the gRPC API; 0 picks a free port.
+    #[arg(long, default_value_t = 50001, value_name = "PORT")]
+    pub(crate) dapr_grpc_port: u16,
+    /// The port of the Prometheus metrics endpoint.
+    #[arg(long, default_value_t = 9090, value_name = "PORT")]
+    pub(crate) metrics_port: u16,
+    /// Comma-separated addresses the API servers listen on (default: localhost only).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESSES")]
+    pub(crate) dapr_listen_addresses: String,
+    /// A folder of resource YAML files (Component …); repeat for several folders.
+    #[arg(long, alias = "components-path", value_name = "DIR")]
+    pub(crate) resources_path: Vec<PathBuf>,
+    /// A Configuration resource file; may be repeated.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Vec<PathBuf>,
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub(crate) log_level: String,
+    /// Write logs as JSON lines.
+    #[arg(long)]
+    pub(crate) log_as_json: bool,
+    /// The largest request body accepted, in MB (HTTP bodies and gRPC messages).
+    #[arg(long, default_value_t = 4, value_name = "MB")]
+    pub(crate) dapr_http_max_request_size: usize,
+    /// How long in-flight requests may take to finish when the sidecar stops.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub(crate) dapr_graceful_shutdown_seconds: u64,
+}

@@ -1,0 +1,97 @@
+//! Turns flags and environment into a validated [`RuntimeConfig`]. The only module that reads
+//! environment variables.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mecha_runtime::{AppProtocol, RuntimeConfig};
+
+use crate::cli::SidecarArgs;
+
+/// The token apps must send to the sidecar.
+pub(crate) const ENV_API_TOKEN: &str = "DAPR_API_TOKEN";
+/// The token the sidecar sends to the app.
+pub(crate) const ENV_APP_API_TOKEN: &str = "APP_API_TOKEN";
+/// The namespace of a self-hosted sidecar.
+pub(crate) const ENV_NAMESPACE: &str = "NAMESPACE";
+const ENV_HOME: &str = "HOME";
+
+/// Builds the runtime configuration; `app_id` is required.
+pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Result<RuntimeConfig> {
+    if app_id.is_empty() || app_id.contains("||") || app_id.contains('.') {
+        bail!("--app-id '{app_id}' is invalid: it must be non-empty and contain neither '||' nor '.'");
+    }
+    let app_protocol: AppProtocol =
+        args.app_protocol.parse().map_err(|e: String| anyhow::anyhow!("--app-protocol: {e}"))?;
+    if args.dapr_http_max_request_size == 0 {
+        bail!("--dapr-http-max-request-size must be at least 1 (MB)");
+    }
+    let mut config = RuntimeConfig::new(app_id);
+    config.namespace = non_empty_env(ENV_NAMESPACE);
+    config.app_port = args.app_port;
+    config.app_protocol = app_protocol;
+    config.app_channel_address = args.app_channel_address.clone();
+    config.http_port = args.dapr_http_port;
+    config.grpc_port = args.dapr_grpc_port;
+    config.metrics_port = args.metrics_port;
+    config.listen_addresses = listen_addresses(&args.dapr_listen_addresses)?;
+    config.resources_paths = args.resources_path.clone();
+    config.config_files = args.config.clone();
+    config.api_token = non_empty_env(ENV_API_TOKEN);
+    config.app_api_token = non_empty_env(ENV_APP_API_TOKEN);
+    config.max_request_body = args
+        .dapr_http_max_request_size
+        .checked_mul(1 << 20)
+        .context("--dapr-http-max-request-size is too large")?;
+    config.graceful_shutdown = Duration::from_secs(args.dapr_graceful_shutdown_seconds);
+    for path in &config.resources_paths {
+        if !path.is_dir() {
+            bail!("--resources-path {}: no such directory", path.display());
+        }
+    }
+    Ok(config)
+}
+
+/// `~/.mecha`, where `mecha run` keeps its embedded default.
+pub(crate) fn mecha_home() -> anyhow::Result<PathBuf> {
+    let home = non_empty_env(ENV_HOME)
+        .context("HOME is not set: pass --resources-path to say where the components are")?;
+    Ok(PathBuf::from(home).join(".mecha"))
+}
+
+fn listen_addresses(raw: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(vec![IpAddr::from([0, 0, 0, 0])]);
+    }
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
+            s => s
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .with_context(|| format!("--dapr-listen-addresses: '{s}' is not an IP address")),
+        })
+        .collect()
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(listen_addresses("localhost").unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(listen_addresses("127.0.0.1,[::1]").unwrap().len(), 2);
+        assert_eq!(listen_addresses("").unwrap(), vec![IpAddr::from([0, 0, 0, 0])]);
+        assert!(listen_addresses("nope").is_err());
+    }
+}

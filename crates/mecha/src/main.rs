@@ -1,0 +1,91 @@
+//! The `mecha` binary: reads flags and environment, sets up logging, and runs the sidecar
+//! (`mecha sidecar`) or the launcher (`mecha run`). Behaviour lives in `mecha-runtime`.
+
+mod cli;
+mod config;
+mod logging;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mecha_runtime::{Running, ShutdownHandle, Sidecar};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{Cli, Command, SidecarArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mecha: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sidecar(args) => sidecar(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Components => {
+                components();
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Mecha stopped with an error");
+            eprintln!("mecha: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mecha sidecar`: serve until SIGTERM, SIGINT or `POST /v1.0/shutdown`.
+async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    logging::init(&args.log_level, args.log_as_json)?;
+    let app_id = args.app_id.clone().ok_or_else(|| anyhow::anyhow!("--app-id is required"))?;
+    let config = config::runtime_config(&args, app_id)?;
+    let running = Sidecar::start(config).await?;
+    forward_signals_to(running.shutdown_handle())?;
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a sidecar from flags; shared by `sidecar` and `run`.
+pub(crate) async fn start_sidecar(args: &SidecarArgs, app_id: String) -> anyhow::Result<Running> {
+    let config = config::runtime_config(args, app_id)?;
+    Ok(Sidecar::start(config).await?)
+}
+
+/// On SIGTERM or SIGINT, starts a graceful shutdown; a second signal exits at once.
+fn forward_signals_to(shutdown: ShutdownHandle) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen > 1 {
+                tracing::warn!("Second signal received; exiting without draining");
+                std::process::exit(1);
+            }
+            tracing::info!("Signal received; starting graceful shutdown");
+            shutdown.trigger();
+        }
+    });
+    Ok(())
+}
+
+fn components() {
+    println!("{:<24} VERSION", "TYPE");
+    for r in mecha_components::state::REGISTRY {
+        println!("{:<24} {}", r.component_type, r.version);
+    }
+}

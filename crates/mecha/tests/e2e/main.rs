@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `mecha` binary on free ports, driven over HTTP, gRPC and the
+//! official SDKs.
+
+mod cli;
+mod grpc_api;
+mod http_api;
+mod lifecycle;
+mod python_sdk;
+
+/// The binary under test.
+pub(crate) const MECHA: &str = env!("CARGO_BIN_EXE_mecha");
