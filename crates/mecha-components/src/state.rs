@@ -43,5 +43,7 @@ pub static REGISTRY: &[StateRegistration] = &[
 
 /// Finds the registration for `component_type` at `version`.
 pub fn find(component_type: &str, version: &str) -> Option<&'static StateRegistration> {
-    REGISTRY.iter().find(|r| r.component_type == component_type && r.version == version)
+    REGISTRY
+        .iter()
+        .find(|r| r.component_type == component_type && r.version == version)
 }

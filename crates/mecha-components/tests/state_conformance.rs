@@ -26,7 +26,7 @@ fn init(name: &str, metadata: &[(&str, &str)]) -> ComponentInit {
 async fn sqlite(connection_string: &str) -> Arc<dyn StateStore> {
     SqliteStateStore::create(init("sqlite", &[("connectionString", connection_string)]))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("opening sqlite at {connection_string}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

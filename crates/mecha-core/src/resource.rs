@@ -151,10 +151,16 @@ impl Resource {
             reason,
         };
         if !doc.is_object() {
-            return Err(invalid(None, "a resource document must be a mapping".into()));
+            return Err(invalid(
+                None,
+                "a resource document must be a mapping".into(),
+            ));
         }
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let name = doc.pointer("/metadata/name").and_then(Value::as_str);
         if kind != "Component" || !api_version.starts_with(API_GROUP) {
             return Ok(Resource::Other {
@@ -198,24 +204,41 @@ impl Resource {
             Some(Value::String(s)) => crate::metadata::parse_bool(s)
                 .ok_or_else(|| invalid(Some(name), "spec.ignoreErrors must be a boolean".into()))?,
             Some(_) => {
-                return Err(invalid(Some(name), "spec.ignoreErrors must be a boolean".into()));
+                return Err(invalid(
+                    Some(name),
+                    "spec.ignoreErrors must be a boolean".into(),
+                ));
             }
         };
         let scopes = match doc.get("scopes") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(s)) => s.iter().map(scalar_to_string).collect(),
-            Some(_) => return Err(invalid(Some(name), "scopes must be a list of app ids".into())),
+            Some(_) => {
+                return Err(invalid(
+                    Some(name),
+                    "scopes must be a list of app ids".into(),
+                ));
+            }
         };
         Ok(Resource::Component(ComponentResource {
             name: name.to_owned(),
-            namespace: doc.pointer("/metadata/namespace").and_then(Value::as_str).map(Into::into),
+            namespace: doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(Into::into),
             component_type,
             version,
             metadata,
             ignore_errors,
-            init_timeout: spec.get("initTimeout").and_then(Value::as_str).map(Into::into),
+            init_timeout: spec
+                .get("initTimeout")
+                .and_then(Value::as_str)
+                .map(Into::into),
             scopes,
-            secret_store: doc.pointer("/auth/secretStore").and_then(Value::as_str).map(Into::into),
+            secret_store: doc
+                .pointer("/auth/secretStore")
+                .and_then(Value::as_str)
+                .map(Into::into),
             source: source.to_owned(),
         }))
     }
@@ -251,7 +274,10 @@ impl MetadataItem {
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("metadata '{name}': secretKeyRef needs a name"))?;
             let key = r.get("key").and_then(Value::as_str).unwrap_or(secret);
-            MetadataValue::SecretKeyRef { name: secret.to_owned(), key: key.to_owned() }
+            MetadataValue::SecretKeyRef {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+            }
         } else if let Some(var) = item.get("envRef").and_then(Value::as_str) {
             MetadataValue::EnvRef(var.to_owned())
         } else {

@@ -51,8 +51,14 @@ pub trait StateStore: Send + Sync + 'static {
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             out.push(match self.get(r).await {
-                Ok(v) => BulkGetItem { key: r.key.clone(), result: Ok(v) },
-                Err(e) => BulkGetItem { key: r.key.clone(), result: Err(e.to_string()) },
+                Ok(v) => BulkGetItem {
+                    key: r.key.clone(),
+                    result: Ok(v),
+                },
+                Err(e) => BulkGetItem {
+                    key: r.key.clone(),
+                    result: Err(e.to_string()),
+                },
             });
         }
         Ok(out)

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mecha_components::state as state_registry;
+use mecha_core::Metadata;
 use mecha_core::component::{ComponentError, ComponentInit, Feature};
 use mecha_core::duration::parse_go_duration;
 use mecha_core::metadata::parse_bool;
 use mecha_core::resource::{ComponentResource, MetadataValue, Resource, ResourceError};
 use mecha_core::state::StateStore;
-use mecha_core::Metadata;
 
 use crate::config::RuntimeConfig;
 
@@ -143,21 +143,33 @@ impl Components {
         Ok(components)
     }
 
-    async fn build(&mut self, spec: &ComponentResource, config: &RuntimeConfig) -> Result<(), String> {
+    async fn build(
+        &mut self,
+        spec: &ComponentResource,
+        config: &RuntimeConfig,
+    ) -> Result<(), String> {
         let metadata = resolve_metadata(spec)?;
         let timeout = match &spec.init_timeout {
             Some(t) => parse_go_duration(t).map_err(|e| format!("spec.initTimeout: {e}"))?,
             None => DEFAULT_INIT_TIMEOUT,
         };
-        let init = ComponentInit { name: spec.name.clone(), metadata: metadata.clone(), app_id: config.app_id.clone() };
+        let init = ComponentInit {
+            name: spec.name.clone(),
+            metadata: metadata.clone(),
+            app_id: config.app_id.clone(),
+        };
         let registration = state_registry::find(&spec.component_type, &spec.version)
             .ok_or_else(|| unknown_type(spec))?;
         let store = tokio::time::timeout(timeout, (registration.create)(init))
             .await
             .map_err(|_| format!("initialisation did not finish within {timeout:?}"))?
             .map_err(|e: ComponentError| e.to_string())?;
-        let mut capabilities: Vec<&'static str> = store.features().iter().map(|f| f.as_str()).collect();
-        let actor = metadata.get("actorStateStore").and_then(parse_bool).unwrap_or(false);
+        let mut capabilities: Vec<&'static str> =
+            store.features().iter().map(|f| f.as_str()).collect();
+        let actor = metadata
+            .get("actorStateStore")
+            .and_then(parse_bool)
+            .unwrap_or(false);
         if actor && store.features().contains(&Feature::Transactional) {
             capabilities.push(Feature::Actor.as_str());
         }
@@ -205,7 +217,10 @@ fn resolve_metadata(spec: &ComponentResource) -> Result<Metadata, String> {
             let value = match &item.value {
                 MetadataValue::Plain(v) => v.clone(),
                 MetadataValue::EnvRef(var) => std::env::var(var).map_err(|_| {
-                    format!("metadata '{}': environment variable '{var}' is not set", item.name)
+                    format!(
+                        "metadata '{}': environment variable '{var}' is not set",
+                        item.name
+                    )
                 })?,
                 MetadataValue::SecretKeyRef { name, key } => {
                     return Err(format!(
@@ -222,12 +237,17 @@ fn resolve_metadata(spec: &ComponentResource) -> Result<Metadata, String> {
 
 /// Reads the YAML files of one resources folder, in name order.
 fn read_resources_path(path: &Path) -> Result<Vec<Resource>, LoadError> {
-    let path_error = |error| LoadError::Path { path: path.to_owned(), error };
+    let path_error = |error| LoadError::Path {
+        path: path.to_owned(),
+        error,
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(path_error)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     files.sort();
     let mut out = Vec::new();

@@ -82,7 +82,11 @@ impl std::str::FromStr for AppProtocol {
             "grpc" => AppProtocol::Grpc,
             "grpcs" => AppProtocol::Grpcs,
             "h2c" => AppProtocol::H2c,
-            other => return Err(format!("unknown app protocol '{other}' (http, https, grpc, grpcs, h2c)")),
+            other => {
+                return Err(format!(
+                    "unknown app protocol '{other}' (http, https, grpc, grpcs, h2c)"
+                ));
+            }
         })
     }
 }

@@ -20,11 +20,18 @@ pub struct ApiError {
     pub grpc: Code,
     /// A readable message.
     pub message: String,
-    /// The `google.rpc.ErrorInfo` reason, for rich errors.
-    pub reason: Option<&'static str>,
+    /// The details of a rich error; boxed, as most errors have none and results stay small.
+    pub details: Option<Box<ErrorDetails>>,
+}
+
+/// The `google.rpc` details of a rich error.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorDetails {
+    /// The `google.rpc.ErrorInfo` reason.
+    pub reason: &'static str,
     /// ErrorInfo metadata.
     pub metadata: Vec<(&'static str, String)>,
-    /// The `google.rpc.ResourceInfo` type and name, for rich errors.
+    /// The `google.rpc.ResourceInfo` type and name.
     pub resource: Option<(&'static str, String)>,
 }
 
@@ -32,31 +39,62 @@ pub struct ApiError {
 
 impl ApiError {
     /// A plain error.
-    pub fn new(code: &'static str, http: StatusCode, grpc: Code, message: impl Into<String>) -> Self {
-        Self { code, http, grpc, message: message.into(), reason: None, metadata: Vec::new(), resource: None }
+    pub fn new(
+        code: &'static str,
+        http: StatusCode,
+        grpc: Code,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            code,
+            http,
+            grpc,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The ErrorInfo reason, if this is a rich error.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.details.as_ref().map(|d| d.reason)
     }
 
     /// Adds the ErrorInfo reason and metadata.
-    pub fn with_reason(mut self, reason: &'static str, metadata: Vec<(&'static str, String)>) -> Self {
-        self.reason = Some(reason);
-        self.metadata = metadata;
+    pub fn with_reason(
+        mut self,
+        reason: &'static str,
+        metadata: Vec<(&'static str, String)>,
+    ) -> Self {
+        let details = self.details.get_or_insert_with(Default::default);
+        details.reason = reason;
+        details.metadata = metadata;
         self
     }
 
     /// Adds the ResourceInfo.
     pub fn with_resource(mut self, kind: &'static str, name: impl Into<String>) -> Self {
-        self.resource = Some((kind, name.into()));
+        self.details.get_or_insert_with(Default::default).resource = Some((kind, name.into()));
         self
     }
 
     /// `400 ERR_MALFORMED_REQUEST`.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new("ERR_MALFORMED_REQUEST", StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+        Self::new(
+            "ERR_MALFORMED_REQUEST",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            message,
+        )
     }
 
     /// `400 ERR_BODY_READ`: the request body could not be read.
     pub fn body_read(message: impl Into<String>) -> Self {
-        Self::new("ERR_BODY_READ", StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+        Self::new(
+            "ERR_BODY_READ",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            message,
+        )
     }
 
     /// `413 ERR_BODY_TOO_LARGE`: the request body is over `--dapr-http-max-request-size`.
@@ -81,7 +119,12 @@ impl ApiError {
 
     /// `500 ERR_INTERNAL`.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new("ERR_INTERNAL", StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, message)
+        Self::new(
+            "ERR_INTERNAL",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
+            message,
+        )
     }
 }
 

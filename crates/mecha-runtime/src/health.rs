@@ -22,7 +22,10 @@ pub struct Health {
 impl Health {
     /// Creates the flags; `app_ready` is true when there is no app to wait for.
     pub fn new(app_ready: bool) -> Self {
-        Self { outbound: AtomicBool::new(false), app: AtomicBool::new(app_ready) }
+        Self {
+            outbound: AtomicBool::new(false),
+            app: AtomicBool::new(app_ready),
+        }
     }
 
     /// Marks the API servers and components ready.

@@ -70,13 +70,20 @@ impl MetadataService {
             id: self.app_id.clone(),
             runtime_version: RUNTIME_VERSION,
             components: self.components.clone(),
-            extended: self.extended.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            extended: self
+                .extended
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             app: self.app.clone(),
         }
     }
 
     /// Sets an extended attribute.
     pub fn set(&self, key: String, value: String) {
-        self.extended.write().unwrap_or_else(|p| p.into_inner()).insert(key, value);
+        self.extended
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, value);
     }
 }

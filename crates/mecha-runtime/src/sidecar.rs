@@ -118,7 +118,11 @@ impl Sidecar {
         let health = Arc::new(Health::new(config.app_port.is_none()));
         let services = Arc::new(Services {
             app_id: config.app_id.clone(),
-            state: StateService::new(&config.app_id, config.namespace.as_deref(), &components.state),
+            state: StateService::new(
+                &config.app_id,
+                config.namespace.as_deref(),
+                &components.state,
+            ),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
             shutdown: ShutdownHandle::new(),
@@ -186,12 +190,20 @@ impl Sidecar {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Sidecar is ready"
         );
-        Ok(Running { http_addrs, grpc_addrs, services, servers, grace: config.graceful_shutdown })
+        Ok(Running {
+            http_addrs,
+            grpc_addrs,
+            services,
+            servers,
+            grace: config.graceful_shutdown,
+        })
     }
 }
 
 async fn bind(api: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|error| StartError::Bind { api, addr, error })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind { api, addr, error })
 }
 
 fn load_configuration(file: &std::path::Path) -> Result<(), StartError> {
@@ -204,7 +216,11 @@ fn load_configuration(file: &std::path::Path) -> Result<(), StartError> {
                     "Configuration loaded; its settings apply as their building blocks arrive"
                 );
             }
-            _ => return Err(StartError::NotAConfiguration { file: file.display().to_string() }),
+            _ => {
+                return Err(StartError::NotAConfiguration {
+                    file: file.display().to_string(),
+                });
+            }
         }
     }
     Ok(())

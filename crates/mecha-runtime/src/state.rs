@@ -110,8 +110,12 @@ impl StateService {
             .map(|s| {
                 let prefix = match s.metadata.get("keyPrefix").map(str::trim) {
                     None | Some("") => format!("{app_id}{KEY_SEPARATOR}"),
-                    Some(p) if p.eq_ignore_ascii_case("appid") => format!("{app_id}{KEY_SEPARATOR}"),
-                    Some(p) if p.eq_ignore_ascii_case("name") => format!("{}{KEY_SEPARATOR}", s.info.name),
+                    Some(p) if p.eq_ignore_ascii_case("appid") => {
+                        format!("{app_id}{KEY_SEPARATOR}")
+                    }
+                    Some(p) if p.eq_ignore_ascii_case("name") => {
+                        format!("{}{KEY_SEPARATOR}", s.info.name)
+                    }
                     Some(p) if p.eq_ignore_ascii_case("namespace") => match namespace {
                         Some(ns) => format!("{ns}.{app_id}{KEY_SEPARATOR}"),
                         None => format!("{app_id}{KEY_SEPARATOR}"),
@@ -119,10 +123,19 @@ impl StateService {
                     Some(p) if p.eq_ignore_ascii_case("none") => String::new(),
                     Some(custom) => format!("{custom}{KEY_SEPARATOR}"),
                 };
-                (s.info.name.clone(), StoreEntry { store: s.store.clone(), prefix })
+                (
+                    s.info.name.clone(),
+                    StoreEntry {
+                        store: s.store.clone(),
+                        prefix,
+                    },
+                )
             })
             .collect();
-        Self { app_id: app_id.to_owned(), stores }
+        Self {
+            app_id: app_id.to_owned(),
+            stores,
+        }
     }
 
     fn entry(&self, name: &str) -> Result<&StoreEntry, ApiError> {
@@ -133,7 +146,10 @@ impl StateService {
                 Code::FailedPrecondition,
                 "state store is not configured",
             )
-            .with_reason("DAPR_STATE_NOT_CONFIGURED", vec![("appID", self.app_id.clone())])
+            .with_reason(
+                "DAPR_STATE_NOT_CONFIGURED",
+                vec![("appID", self.app_id.clone())],
+            )
             .with_resource("state", name));
         }
         self.stores.get(name).ok_or_else(|| {
@@ -153,9 +169,14 @@ impl StateService {
             return Err(ApiError::malformed("the state key is empty"));
         }
         if key.contains(KEY_SEPARATOR) {
-            return Err(ApiError::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"))
-                .with_reason("DAPR_STATE_ILLEGAL_KEY", vec![("appID", self.app_id.clone())])
-                .with_resource("state", store));
+            return Err(ApiError::malformed(format!(
+                "input key/keyPrefix '{key}' can't contain '||'"
+            ))
+            .with_reason(
+                "DAPR_STATE_ILLEGAL_KEY",
+                vec![("appID", self.app_id.clone())],
+            )
+            .with_resource("state", store));
         }
         Ok(format!("{}{key}", entry.prefix))
     }
@@ -169,8 +190,16 @@ impl StateService {
         consistency: Consistency,
     ) -> Result<Option<GetResponse>, ApiError> {
         let entry = self.entry(store)?;
-        let req = GetRequest { key: self.stored_key(entry, store, key)?, metadata, consistency };
-        entry.store.get(&req).await.map_err(|e| store_error("ERR_STATE_GET", e))
+        let req = GetRequest {
+            key: self.stored_key(entry, store, key)?,
+            metadata,
+            consistency,
+        };
+        entry
+            .store
+            .get(&req)
+            .await
+            .map_err(|e| store_error("ERR_STATE_GET", e))
     }
 
     /// Reads several keys, in the order asked.
@@ -191,13 +220,25 @@ impl StateService {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let items = entry.store.bulk_get(&reqs).await.map_err(|e| store_error("ERR_STATE_BULK_GET", e))?;
+        let items = entry
+            .store
+            .bulk_get(&reqs)
+            .await
+            .map_err(|e| store_error("ERR_STATE_BULK_GET", e))?;
         Ok(keys
             .iter()
             .zip(items)
             .map(|(key, item)| match item.result {
-                Ok(value) => BulkItem { key: key.clone(), value, error: None },
-                Err(e) => BulkItem { key: key.clone(), value: None, error: Some(e) },
+                Ok(value) => BulkItem {
+                    key: key.clone(),
+                    value,
+                    error: None,
+                },
+                Err(e) => BulkItem {
+                    key: key.clone(),
+                    value: None,
+                    error: Some(e),
+                },
             })
             .collect())
     }
@@ -210,7 +251,11 @@ impl StateService {
             .map(|i| self.set_request(entry, store, i, "ERR_STATE_SAVE"))
             .collect::<Result<Vec<_>, _>>()?;
         for req in &reqs {
-            entry.store.set(req).await.map_err(|e| store_error("ERR_STATE_SAVE", e))?;
+            entry
+                .store
+                .set(req)
+                .await
+                .map_err(|e| store_error("ERR_STATE_SAVE", e))?;
         }
         Ok(())
     }
@@ -219,7 +264,11 @@ impl StateService {
     pub async fn delete(&self, store: &str, item: DeleteItem) -> Result<(), ApiError> {
         let entry = self.entry(store)?;
         let req = self.delete_request(entry, store, item)?;
-        entry.store.delete(&req).await.map_err(|e| store_error("ERR_STATE_DELETE", e))
+        entry
+            .store
+            .delete(&req)
+            .await
+            .map_err(|e| store_error("ERR_STATE_DELETE", e))
     }
 
     /// Deletes several keys.
@@ -230,7 +279,11 @@ impl StateService {
             .map(|i| self.delete_request(entry, store, i))
             .collect::<Result<Vec<_>, _>>()?;
         for req in &reqs {
-            entry.store.delete(req).await.map_err(|e| store_error("ERR_STATE_DELETE", e))?;
+            entry
+                .store
+                .delete(req)
+                .await
+                .map_err(|e| store_error("ERR_STATE_DELETE", e))?;
         }
         Ok(())
     }
@@ -239,21 +292,34 @@ impl StateService {
     pub async fn transact(&self, store: &str, ops: Vec<TxOperation>) -> Result<(), ApiError> {
         let entry = self.entry(store)?;
         if !entry.store.features().contains(&Feature::Transactional) {
-            return Err(not_supported(store, "transactions", "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"));
+            return Err(not_supported(
+                store,
+                "transactions",
+                "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED",
+            ));
         }
         let ops = ops
             .into_iter()
             .map(|op| {
                 Ok(match op {
-                    TxOperation::Upsert(i) => {
-                        TransactionOperation::Upsert(self.set_request(entry, store, i, "ERR_STATE_TRANSACTION")?)
+                    TxOperation::Upsert(i) => TransactionOperation::Upsert(self.set_request(
+                        entry,
+                        store,
+                        i,
+                        "ERR_STATE_TRANSACTION",
+                    )?),
+                    TxOperation::Delete(i) => {
+                        TransactionOperation::Delete(self.delete_request(entry, store, i)?)
                     }
-                    TxOperation::Delete(i) => TransactionOperation::Delete(self.delete_request(entry, store, i)?),
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         entry.store.transact(&ops).await.map_err(|e| match e {
-            StateError::NotSupported(_) => not_supported(store, "transactions", "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED"),
+            StateError::NotSupported(_) => not_supported(
+                store,
+                "transactions",
+                "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED",
+            ),
             e => ApiError::new(
                 "ERR_STATE_TRANSACTION",
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -272,7 +338,11 @@ impl StateService {
     ) -> Result<(Vec<QueryItem>, Option<String>), ApiError> {
         let entry = self.entry(store)?;
         if !entry.store.features().contains(&Feature::QueryApi) {
-            return Err(not_supported(store, "querying", "DAPR_STATE_QUERYING_NOT_SUPPORTED"));
+            return Err(not_supported(
+                store,
+                "querying",
+                "DAPR_STATE_QUERYING_NOT_SUPPORTED",
+            ));
         }
         let mut query = Query::parse(body).map_err(|e| ApiError::malformed(e.to_string()))?;
         query.key_prefix = entry.prefix.clone();
@@ -283,13 +353,20 @@ impl StateService {
                 Code::Internal,
                 format!("failed query in state store {store}: {e}"),
             )
-            .with_reason("DAPR_STATE_QUERY_FAILED", vec![("appID", self.app_id.clone())])
+            .with_reason(
+                "DAPR_STATE_QUERY_FAILED",
+                vec![("appID", self.app_id.clone())],
+            )
         })?;
         let items = res
             .results
             .into_iter()
             .map(|r| QueryItem {
-                key: r.key.strip_prefix(entry.prefix.as_str()).unwrap_or(&r.key).to_owned(),
+                key: r
+                    .key
+                    .strip_prefix(entry.prefix.as_str())
+                    .unwrap_or(&r.key)
+                    .to_owned(),
                 data: r.data,
                 etag: r.etag,
             })
@@ -304,9 +381,8 @@ impl StateService {
         item: SaveItem,
         code: &'static str,
     ) -> Result<SetRequest, ApiError> {
-        let ttl = parse_ttl(&item.metadata).map_err(|m| {
-            ApiError::new(code, StatusCode::BAD_REQUEST, Code::InvalidArgument, m)
-        })?;
+        let ttl = parse_ttl(&item.metadata)
+            .map_err(|m| ApiError::new(code, StatusCode::BAD_REQUEST, Code::InvalidArgument, m))?;
         Ok(SetRequest {
             key: self.stored_key(entry, store, &item.key)?,
             value: item.value,
@@ -317,7 +393,12 @@ impl StateService {
         })
     }
 
-    fn delete_request(&self, entry: &StoreEntry, store: &str, item: DeleteItem) -> Result<DeleteRequest, ApiError> {
+    fn delete_request(
+        &self,
+        entry: &StoreEntry,
+        store: &str,
+        item: DeleteItem,
+    ) -> Result<DeleteRequest, ApiError> {
         Ok(DeleteRequest {
             key: self.stored_key(entry, store, &item.key)?,
             etag: effective_etag(item.etag, item.options.concurrency),
@@ -365,7 +446,9 @@ fn effective_etag(etag: Option<String>, concurrency: Concurrency) -> Option<Stri
 
 /// Reads `ttlInSeconds`: a positive integer sets a TTL, `0` and `-1` mean none.
 fn parse_ttl(metadata: &RequestMetadata) -> Result<Option<Duration>, String> {
-    let Some(raw) = metadata.get(TTL_IN_SECONDS) else { return Ok(None) };
+    let Some(raw) = metadata.get(TTL_IN_SECONDS) else {
+        return Ok(None);
+    };
     match raw.trim().parse::<i64>() {
         Ok(n) if n > 0 => Ok(Some(Duration::from_secs(n.unsigned_abs()))),
         Ok(-1 | 0) => Ok(None),
@@ -390,8 +473,12 @@ fn not_supported(store: &str, what: &str, reason: &'static str) -> ApiError {
 fn store_error(code: &'static str, e: StateError) -> ApiError {
     let (http, grpc) = match &e {
         StateError::EtagMismatch => (StatusCode::CONFLICT, Code::Aborted),
-        StateError::InvalidEtag(_) | StateError::BadRequest(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
-        StateError::NotSupported(_) | StateError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        StateError::InvalidEtag(_) | StateError::BadRequest(_) => {
+            (StatusCode::BAD_REQUEST, Code::InvalidArgument)
+        }
+        StateError::NotSupported(_) | StateError::Backend(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal)
+        }
     };
     let verb = match code {
         "ERR_STATE_SAVE" => "failed saving state",

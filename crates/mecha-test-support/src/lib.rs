@@ -38,7 +38,9 @@ pub struct ResourcesDir {
 impl ResourcesDir {
     /// An empty folder.
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}")) }
+        Self {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}")),
+        }
     }
 
     /// Writes `name` with `yaml` and returns `self` for chaining.
@@ -111,7 +113,12 @@ impl MechaProcess {
     /// Starts describing a sidecar run from the binary at `bin` (use
     /// `env!("CARGO_BIN_EXE_mecha")`).
     pub fn builder(bin: impl Into<PathBuf>) -> MechaBuilder {
-        MechaBuilder { bin: bin.into(), app_id: "test-app".into(), args: Vec::new(), envs: Vec::new() }
+        MechaBuilder {
+            bin: bin.into(),
+            app_id: "test-app".into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
     }
 
     /// `http://127.0.0.1:<http_port>`.
@@ -141,7 +148,10 @@ impl MechaProcess {
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         wait_timeout(child, timeout)
     }
 
@@ -229,16 +239,19 @@ impl MechaBuilder {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().as_u16() == 204 {
-                    return p;
-                }
+            if let Ok(r) = client.get(&url).send().await
+                && r.status().as_u16() == 204
+            {
+                return p;
             }
             if let Some(status) = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("mecha exited during start-up with {status}:\n{}", p.log());
             }
             if Instant::now() > deadline {
-                panic!("mecha was not healthy within {START_TIMEOUT:?}:\n{}", p.log());
+                panic!(
+                    "mecha was not healthy within {START_TIMEOUT:?}:\n{}",
+                    p.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

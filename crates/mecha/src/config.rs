@@ -21,10 +21,14 @@ const ENV_HOME: &str = "HOME";
 /// Builds the runtime configuration; `app_id` is required.
 pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Result<RuntimeConfig> {
     if app_id.is_empty() || app_id.contains("||") || app_id.contains('.') {
-        bail!("--app-id '{app_id}' is invalid: it must be non-empty and contain neither '||' nor '.'");
+        bail!(
+            "--app-id '{app_id}' is invalid: it must be non-empty and contain neither '||' nor '.'"
+        );
     }
-    let app_protocol: AppProtocol =
-        args.app_protocol.parse().map_err(|e: String| anyhow::anyhow!("--app-protocol: {e}"))?;
+    let app_protocol: AppProtocol = args
+        .app_protocol
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--app-protocol: {e}"))?;
     if args.dapr_http_max_request_size == 0 {
         bail!("--dapr-http-max-request-size must be at least 1 (MB)");
     }
@@ -89,9 +93,15 @@ mod tests {
 
     #[test]
     fn parses_listen_addresses() {
-        assert_eq!(listen_addresses("localhost").unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(
+            listen_addresses("localhost").unwrap(),
+            vec![IpAddr::from([127, 0, 0, 1])]
+        );
         assert_eq!(listen_addresses("127.0.0.1,[::1]").unwrap().len(), 2);
-        assert_eq!(listen_addresses("").unwrap(), vec![IpAddr::from([0, 0, 0, 0])]);
+        assert_eq!(
+            listen_addresses("").unwrap(),
+            vec![IpAddr::from([0, 0, 0, 0])]
+        );
         assert!(listen_addresses("nope").is_err());
     }
 }

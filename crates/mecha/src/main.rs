@@ -16,7 +16,10 @@ use crate::cli::{Cli, Command, SidecarArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mecha: cannot start the async runtime: {e}");
@@ -46,7 +49,10 @@ fn main() -> ExitCode {
 /// `mecha sidecar`: serve until SIGTERM, SIGINT or `POST /v1.0/shutdown`.
 async fn sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     logging::init(&args.log_level, args.log_as_json)?;
-    let app_id = args.app_id.clone().ok_or_else(|| anyhow::anyhow!("--app-id is required"))?;
+    let app_id = args
+        .app_id
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--app-id is required"))?;
     let config = config::runtime_config(&args, app_id)?;
     let running = Sidecar::start(config).await?;
     forward_signals_to(running.shutdown_handle())?;

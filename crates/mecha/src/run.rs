@@ -40,8 +40,16 @@ pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let running = crate::start_sidecar(&args.sidecar, app_id.clone()).await?;
     let shutdown = running.shutdown_handle();
-    let http_port = running.http_addrs.first().map(|a| a.port()).unwrap_or_default();
-    let grpc_port = running.grpc_addrs.first().map(|a| a.port()).unwrap_or_default();
+    let http_port = running
+        .http_addrs
+        .first()
+        .map(|a| a.port())
+        .unwrap_or_default();
+    let grpc_port = running
+        .grpc_addrs
+        .first()
+        .map(|a| a.port())
+        .unwrap_or_default();
     let sidecar = tokio::spawn(running.wait());
 
     let Some((program, program_args)) = args.command.split_first() else {
@@ -69,7 +77,10 @@ pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tracing::info!(command = %program, pid = child.id().unwrap_or_default(), "App started");
-    let pid = child.id().and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut sidecar_stopped = Box::pin(shutdown.clone().wait());
@@ -114,11 +125,15 @@ fn default_resources() -> anyhow::Result<PathBuf> {
     let home = config::mecha_home()?;
     let dir = home.join("components");
     if !dir.exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let db = home.join("state.db");
         let file = dir.join("statestore.yaml");
-        std::fs::write(&file, DEFAULT_STATESTORE.replace("{db}", &db.display().to_string()))
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        std::fs::write(
+            &file,
+            DEFAULT_STATESTORE.replace("{db}", &db.display().to_string()),
+        )
+        .with_context(|| format!("cannot write {}", file.display()))?;
         tracing::info!(
             folder = %dir.display(),
             database = %db.display(),

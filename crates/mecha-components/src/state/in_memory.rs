@@ -1,7 +1,8 @@
 //! `state.in-memory` v1: a process-local store, for tests and throwaway work.
 //!
 //! Capabilities: ETAG, TRANSACTIONAL, TTL, QUERY_API. Values are lost when the sidecar stops.
-//! ETags are decimal numbers drawn from one counter per store, so an ETag is never reused.
+//! ETags are decimal numbers drawn from one counter per store, so an ETag is never reused; an
+//! ETag this store could not have produced simply does not match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -15,8 +16,12 @@ use mecha_core::state::{
     StateError, StateStore, TransactionOperation, expiry_metadata, expiry_millis, now_millis,
 };
 
-const FEATURES: &[Feature] =
-    &[Feature::Etag, Feature::Transactional, Feature::Ttl, Feature::QueryApi];
+const FEATURES: &[Feature] = &[
+    Feature::Etag,
+    Feature::Transactional,
+    Feature::Ttl,
+    Feature::QueryApi,
+];
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The in-memory state store.
@@ -41,8 +46,11 @@ struct Entry {
 impl InMemoryStateStore {
     /// Creates the store and starts its expiry sweeper.
     pub fn create(init: ComponentInit) -> Result<Arc<dyn StateStore>, ComponentError> {
-        init.metadata.warn_unknown(&init.name, &["actorStateStore", "keyPrefix"]);
-        let store = Arc::new(Self { inner: RwLock::new(Inner::default()) });
+        init.metadata
+            .warn_unknown(&init.name, &["actorStateStore", "keyPrefix"]);
+        let store = Arc::new(Self {
+            inner: RwLock::new(Inner::default()),
+        });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&store)));
         }
@@ -63,26 +71,32 @@ async fn sweep(store: Weak<InMemoryStateStore>) {
         tokio::time::sleep(SWEEP_INTERVAL).await;
         let Some(store) = store.upgrade() else { return };
         let now = now_millis();
-        store.write().items.retain(|_, e| e.expires_at.is_none_or(|at| at > now));
+        store
+            .write()
+            .items
+            .retain(|_, e| e.expires_at.is_none_or(|at| at > now));
     }
 }
 
-fn parse_etag(etag: &str) -> Result<u64, StateError> {
-    etag.parse().map_err(|_| StateError::InvalidEtag(etag.to_owned()))
+/// Whether `etag` names the version `current`.
+fn etag_matches(etag: &str, current: u64) -> bool {
+    etag.parse::<u64>().is_ok_and(|e| e == current)
 }
 
 // === impl Inner ===
 
 impl Inner {
     fn live(&self, key: &str, now: i64) -> Option<&Entry> {
-        self.items.get(key).filter(|e| e.expires_at.is_none_or(|at| at > now))
+        self.items
+            .get(key)
+            .filter(|e| e.expires_at.is_none_or(|at| at > now))
     }
 
     fn check_set(&self, req: &SetRequest, now: i64) -> Result<(), StateError> {
         let current = self.live(&req.key, now);
         match (&req.etag, current) {
-            (Some(etag), Some(e)) if parse_etag(etag)? == e.etag => Ok(()),
-            (Some(etag), _) => parse_etag(etag).and(Err(StateError::EtagMismatch)),
+            (Some(etag), Some(e)) if etag_matches(etag, e.etag) => Ok(()),
+            (Some(_), _) => Err(StateError::EtagMismatch),
             (None, Some(_)) if req.concurrency == mecha_core::state::Concurrency::FirstWrite => {
                 Err(StateError::EtagMismatch)
             }
@@ -92,16 +106,19 @@ impl Inner {
 
     fn check_delete(&self, req: &DeleteRequest, now: i64) -> Result<(), StateError> {
         match (&req.etag, self.live(&req.key, now)) {
-            (Some(etag), Some(e)) if parse_etag(etag)? == e.etag => Ok(()),
-            (Some(etag), _) => parse_etag(etag).and(Err(StateError::EtagMismatch)),
+            (Some(etag), Some(e)) if etag_matches(etag, e.etag) => Ok(()),
+            (Some(_), _) => Err(StateError::EtagMismatch),
             (None, _) => Ok(()),
         }
     }
 
     fn apply_set(&mut self, req: &SetRequest) {
         self.next_etag += 1;
-        let entry =
-            Entry { data: req.value.clone(), etag: self.next_etag, expires_at: expiry_millis(req.ttl) };
+        let entry = Entry {
+            data: req.value.clone(),
+            etag: self.next_etag,
+            expires_at: expiry_millis(req.ttl),
+        };
         self.items.insert(req.key.clone(), entry);
     }
 
@@ -143,7 +160,10 @@ impl StateStore for InMemoryStateStore {
         let now = now_millis();
         Ok(reqs
             .iter()
-            .map(|r| BulkGetItem { key: r.key.clone(), result: Ok(inner.get(&r.key, now)) })
+            .map(|r| BulkGetItem {
+                key: r.key.clone(),
+                result: Ok(inner.get(&r.key, now)),
+            })
             .collect())
     }
 
@@ -152,17 +172,24 @@ impl StateStore for InMemoryStateStore {
         let now = now_millis();
         // Check every operation against the state the earlier ones leave behind, on a scratch
         // copy of the touched keys, so that a failure leaves the store untouched.
-        let mut scratch = Inner { items: HashMap::new(), next_etag: inner.next_etag };
+        let mut scratch = Inner {
+            items: HashMap::new(),
+            next_etag: inner.next_etag,
+        };
         for op in ops {
             let key = match op {
                 TransactionOperation::Upsert(r) => &r.key,
                 TransactionOperation::Delete(r) => &r.key,
             };
-            if !scratch.items.contains_key(key) {
-                if let Some(e) = inner.live(key, now) {
-                    let copy = Entry { data: e.data.clone(), etag: e.etag, expires_at: e.expires_at };
-                    scratch.items.insert(key.clone(), copy);
-                }
+            if !scratch.items.contains_key(key)
+                && let Some(e) = inner.live(key, now)
+            {
+                let copy = Entry {
+                    data: e.data.clone(),
+                    etag: e.etag,
+                    expires_at: e.expires_at,
+                };
+                scratch.items.insert(key.clone(), copy);
             }
         }
         let mut deleted = Vec::new();
@@ -201,6 +228,8 @@ impl StateStore for InMemoryStateStore {
                 .map(|(k, e)| (k.clone(), e.data.clone(), Some(e.etag.to_string())))
                 .collect()
         };
-        query.evaluate(rows).map_err(|e| StateError::BadRequest(e.to_string()))
+        query
+            .evaluate(rows)
+            .map_err(|e| StateError::BadRequest(e.to_string()))
     }
 }

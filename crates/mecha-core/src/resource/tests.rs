@@ -38,14 +38,19 @@ metadata:
     )
     .unwrap();
     assert_eq!(docs.len(), 2);
-    let Resource::Component(c) = &docs[0] else { panic!("not a component") };
+    let Resource::Component(c) = &docs[0] else {
+        panic!("not a component")
+    };
     assert_eq!(c.name, "statestore");
     assert_eq!(c.type_and_version(), "state.sqlite/v1");
     assert_eq!(c.metadata[1].value, MetadataValue::Plain("30".into()));
     assert_eq!(c.metadata[2].value, MetadataValue::Plain("true".into()));
     assert_eq!(
         c.metadata[3].value,
-        MetadataValue::SecretKeyRef { name: "db".into(), key: "pw".into() }
+        MetadataValue::SecretKeyRef {
+            name: "db".into(),
+            key: "pw".into()
+        }
     );
     assert_eq!(c.secret_store.as_deref(), Some("env"));
     assert!(c.in_scope("a") && !c.in_scope("c"));

@@ -84,7 +84,9 @@ impl Query {
     /// Parses the JSON query body.
     pub fn parse(body: &[u8]) -> Result<Self, QueryError> {
         let v: Value = serde_json::from_slice(body).map_err(|e| QueryError(e.to_string()))?;
-        let obj = v.as_object().ok_or_else(|| QueryError("the query must be an object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| QueryError("the query must be an object".into()))?;
         let filter = match obj.get("filter") {
             None | Some(Value::Null) => None,
             Some(f) if f.as_object().is_some_and(|m| m.is_empty()) => None,
@@ -92,7 +94,10 @@ impl Query {
         };
         let mut sort = Vec::new();
         if let Some(s) = obj.get("sort").filter(|s| !s.is_null()) {
-            for item in s.as_array().ok_or_else(|| QueryError("sort must be a list".into()))? {
+            for item in s
+                .as_array()
+                .ok_or_else(|| QueryError("sort must be a list".into()))?
+            {
                 let key = item
                     .get("key")
                     .and_then(Value::as_str)
@@ -111,7 +116,11 @@ impl Query {
             Some(l) => match l.as_u64() {
                 Some(0) => None,
                 Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                None => return Err(QueryError("page.limit must be a non-negative integer".into())),
+                None => {
+                    return Err(QueryError(
+                        "page.limit must be a non-negative integer".into(),
+                    ));
+                }
             },
         };
         let token = page
@@ -119,7 +128,13 @@ impl Query {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .map(str::to_owned);
-        Ok(Query { filter, sort, limit, token, key_prefix: String::new() })
+        Ok(Query {
+            filter,
+            sort,
+            limit,
+            token,
+            key_prefix: String::new(),
+        })
     }
 
     /// Evaluates the query over `(key, value, etag)` rows already limited to the key prefix.
@@ -131,7 +146,9 @@ impl Query {
     ) -> Result<QueryResponse, QueryError> {
         let offset = match &self.token {
             None => 0,
-            Some(t) => t.parse::<usize>().map_err(|_| QueryError(format!("bad token '{t}'")))?,
+            Some(t) => t
+                .parse::<usize>()
+                .map_err(|_| QueryError(format!("bad token '{t}'")))?,
         };
         let mut matched: Vec<(Value, QueryResult)> = rows
             .into_iter()
@@ -144,7 +161,11 @@ impl Query {
         matched.sort_by(|(a, ra), (b, rb)| {
             for (path, order) in &self.sort {
                 let o = compare_opt(lookup(a, path), lookup(b, path));
-                let o = if *order == SortOrder::Desc { o.reverse() } else { o };
+                let o = if *order == SortOrder::Desc {
+                    o.reverse()
+                } else {
+                    o
+                };
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -152,9 +173,15 @@ impl Query {
             ra.key.cmp(&rb.key)
         });
         let total = matched.len();
-        let end = self.limit.map_or(total, |l| offset.saturating_add(l).min(total));
-        let results: Vec<QueryResult> =
-            matched.into_iter().skip(offset).take(end.saturating_sub(offset)).map(|(_, r)| r).collect();
+        let end = self
+            .limit
+            .map_or(total, |l| offset.saturating_add(l).min(total));
+        let results: Vec<QueryResult> = matched
+            .into_iter()
+            .skip(offset)
+            .take(end.saturating_sub(offset))
+            .map(|(_, r)| r)
+            .collect();
         let token = (end < total).then(|| end.to_string());
         Ok(QueryResponse { results, token })
     }
@@ -171,16 +198,20 @@ impl QueryFilter {
             return Err(QueryError("empty filter".into()));
         };
         let list = |arg: &Value| -> Result<Vec<QueryFilter>, QueryError> {
-            let items = arg.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                QueryError(format!("{op} needs a non-empty list of filters"))
-            })?;
+            let items = arg
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| QueryError(format!("{op} needs a non-empty list of filters")))?;
             items.iter().map(QueryFilter::parse).collect()
         };
         let field = |arg: &Value| -> Result<(String, Value), QueryError> {
             let m = arg.as_object().filter(|m| m.len() == 1).ok_or_else(|| {
                 QueryError(format!("{op} needs an object with exactly one field"))
             })?;
-            let (k, v) = m.iter().next().ok_or_else(|| QueryError(format!("empty {op}")))?;
+            let (k, v) = m
+                .iter()
+                .next()
+                .ok_or_else(|| QueryError(format!("empty {op}")))?;
             Ok((k.clone(), v.clone()))
         };
         Ok(match op.as_str() {
@@ -223,7 +254,7 @@ impl QueryFilter {
     }
 }
 
-/// Follows a dotted path (`person.org`) into a JSON value. A leading `value.` is accepted.
+/// Follows a dotted path (`person.org`, `items.0.id`) into a JSON value.
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = v;
     for part in path.split('.') {
@@ -263,9 +294,10 @@ fn compare_opt(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         }
     }
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => {
-            x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal)
-        }
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
@@ -289,7 +321,10 @@ mod tests {
     }
 
     fn keys(q: &str) -> (Vec<String>, Option<String>) {
-        let r = Query::parse(q.as_bytes()).unwrap().evaluate(rows()).unwrap();
+        let r = Query::parse(q.as_bytes())
+            .unwrap()
+            .evaluate(rows())
+            .unwrap();
         (r.results.into_iter().map(|r| r.key).collect(), r.token)
     }
 
@@ -300,15 +335,32 @@ mod tests {
             keys(r#"{"filter":{"OR":[{"EQ":{"person.org":"Dev"}},{"AND":[{"EQ":{"person.org":"Fin"}},{"IN":{"state":["WA"]}}]}]}}"#).0,
             ["a", "b"]
         );
-        assert_eq!(keys(r#"{"filter":{"GTE":{"n":2}},"sort":[{"key":"n"}]}"#).0, ["c", "a"]);
-        assert_eq!(keys(r#"{"filter":{"LT":{"n":3}},"sort":[{"key":"n","order":"DESC"}]}"#).0, ["c", "b"]);
-        assert_eq!(keys(r#"{"page":{"limit":2}}"#), (vec!["a".into(), "b".into()], Some("2".into())));
-        assert_eq!(keys(r#"{"page":{"limit":2,"token":"2"}}"#), (vec!["c".into()], None));
+        assert_eq!(
+            keys(r#"{"filter":{"GTE":{"n":2}},"sort":[{"key":"n"}]}"#).0,
+            ["c", "a"]
+        );
+        assert_eq!(
+            keys(r#"{"filter":{"LT":{"n":3}},"sort":[{"key":"n","order":"DESC"}]}"#).0,
+            ["c", "b"]
+        );
+        assert_eq!(
+            keys(r#"{"page":{"limit":2}}"#),
+            (vec!["a".into(), "b".into()], Some("2".into()))
+        );
+        assert_eq!(
+            keys(r#"{"page":{"limit":2,"token":"2"}}"#),
+            (vec!["c".into()], None)
+        );
     }
 
     #[test]
     fn rejects_bad_queries() {
-        for q in [r#"{"filter":{"XX":{"a":1}}}"#, r#"{"filter":{"IN":{"a":1}}}"#, "[", r#"{"sort":[{"order":"ASC"}]}"#] {
+        for q in [
+            r#"{"filter":{"XX":{"a":1}}}"#,
+            r#"{"filter":{"IN":{"a":1}}}"#,
+            "[",
+            r#"{"sort":[{"order":"ASC"}]}"#,
+        ] {
             assert!(Query::parse(q.as_bytes()).is_err(), "{q}");
         }
     }

@@ -32,17 +32,25 @@ pub struct TokenCheck {
 
 impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        let Some(expected) = &self.token else { return Ok(req) };
+        let Some(expected) = &self.token else {
+            return Ok(req);
+        };
         match req.metadata().get(super::http::API_TOKEN_HEADER) {
-            None => Err(Status::unauthenticated("missing api token in request metadata")),
+            None => Err(Status::unauthenticated(
+                "missing api token in request metadata",
+            )),
             Some(given) if given.as_bytes() == expected.as_bytes() => Ok(req),
-            Some(_) => Err(Status::unauthenticated("authentication error: api token mismatch")),
+            Some(_) => Err(Status::unauthenticated(
+                "authentication error: api token mismatch",
+            )),
         }
     }
 }
 
 /// Builds the `Dapr` gRPC service with its token check and message size limit.
-pub fn dapr_service(services: Arc<Services>) -> InterceptedService<DaprServer<DaprApi>, TokenCheck> {
+pub fn dapr_service(
+    services: Arc<Services>,
+) -> InterceptedService<DaprServer<DaprApi>, TokenCheck> {
     let limit = services.max_request_body;
     let token = services.api_token.as_deref().map(Arc::from);
     let server = DaprServer::new(DaprApi { services })
@@ -58,17 +66,23 @@ fn unsupported(rpc: &str) -> Status {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         super::http::log_error(&e);
-        let Some(reason) = e.reason else { return Status::new(e.grpc, e.message) };
+        let Some(d) = &e.details else {
+            return Status::new(e.grpc, e.message);
+        };
         let info = ErrorInfo {
-            reason: reason.to_owned(),
+            reason: d.reason.to_owned(),
             domain: ERROR_DOMAIN.to_owned(),
-            metadata: e.metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            metadata: d
+                .metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
         let mut details = vec![mecha_proto::prost_types::Any {
             type_url: rpc::ERROR_INFO_TYPE_URL.to_owned(),
             value: info.encode_to_vec(),
         }];
-        if let Some((kind, name)) = &e.resource {
+        if let Some((kind, name)) = &d.resource {
             let resource = ResourceInfo {
                 resource_type: (*kind).to_owned(),
                 resource_name: name.clone(),
@@ -82,7 +96,11 @@ impl From<ApiError> for Status {
         }
         // The status inside the details must repeat the code and message: clients such as
         // grpcio-status refuse details that disagree with the call's status.
-        let status = rpc::Status { code: e.grpc as i32, message: e.message.clone(), details };
+        let status = rpc::Status {
+            code: e.grpc as i32,
+            message: e.message.clone(),
+            details,
+        };
         Status::with_details(e.grpc, e.message, status.encode_to_vec().into())
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -37,9 +37,15 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/v1.0/state/{store}", post(state::save).put(state::save))
         .route(
             "/v1.0/state/{store}/{key}",
-            get(state::get).delete(state::delete).post(state::post_sub).put(state::post_sub),
+            get(state::get)
+                .delete(state::delete)
+                .post(state::post_sub)
+                .put(state::post_sub),
         )
-        .route("/v1.0-alpha1/state/{store}/query", post(state::query).put(state::query))
+        .route(
+            "/v1.0-alpha1/state/{store}/query",
+            post(state::query).put(state::query),
+        )
         .fallback(not_found)
         // Outermost first: the token is checked before any body is read, and the body limit
         // applies to every handler that reads one.
@@ -63,7 +69,10 @@ async fn api_token(State(services): State<Arc<Services>>, req: Request, next: Ne
     if let Some(token) = &services.api_token {
         let exempt = req.method() == http::Method::GET
             && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
-        let given = req.headers().get(API_TOKEN_HEADER).map(HeaderValue::as_bytes);
+        let given = req
+            .headers()
+            .get(API_TOKEN_HEADER)
+            .map(HeaderValue::as_bytes);
         if !exempt && given != Some(token.as_bytes()) {
             tracing::info!(path = %req.uri().path(), "Rejected a request with a missing or wrong API token");
             return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
@@ -85,7 +94,9 @@ fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiE
 
 /// Splits query parameters into `metadata.*` entries (prefix stripped, first value wins) and
 /// the others.
-fn split_metadata(params: Vec<(String, String)>) -> (mecha_core::state::RequestMetadata, Vec<(String, String)>) {
+fn split_metadata(
+    params: Vec<(String, String)>,
+) -> (mecha_core::state::RequestMetadata, Vec<(String, String)>) {
     let mut metadata = mecha_core::state::RequestMetadata::new();
     let mut rest = Vec::new();
     for (k, v) in params {
@@ -111,16 +122,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         log_error(&self);
         let mut body = json!({ "errorCode": self.code, "message": self.message });
-        if let Some(reason) = self.reason {
-            let metadata: serde_json::Map<String, Value> =
-                self.metadata.iter().map(|(k, v)| ((*k).to_owned(), Value::from(v.as_str()))).collect();
+        if let Some(d) = &self.details {
+            let metadata: serde_json::Map<String, Value> = d
+                .metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::from(v.as_str())))
+                .collect();
             let mut details = vec![json!({
                 "@type": mecha_proto::rpc::ERROR_INFO_TYPE_URL,
-                "reason": reason,
+                "reason": d.reason,
                 "domain": ERROR_DOMAIN,
                 "metadata": metadata,
             })];
-            if let Some((kind, name)) = &self.resource {
+            if let Some((kind, name)) = &d.resource {
                 details.push(json!({
                     "@type": mecha_proto::rpc::RESOURCE_INFO_TYPE_URL,
                     "resource_type": kind,
@@ -133,7 +147,10 @@ impl IntoResponse for ApiError {
         }
         let mut res = Response::new(Body::from(body.to_string()));
         *res.status_mut() = self.http;
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         res
     }
 }
@@ -146,6 +163,3 @@ pub(crate) fn log_error(e: &ApiError) {
         tracing::info!(code = e.code, message = %e.message, "Request refused");
     }
 }
-
-#[cfg(test)]
-mod tests;

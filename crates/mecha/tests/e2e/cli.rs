@@ -13,7 +13,12 @@ fn failing_start(res: &ResourcesDir) -> String {
     let out = Command::new(MECHA)
         .args(["sidecar", "--app-id", "app"])
         .args(["--resources-path", &res.path().display().to_string()])
-        .args(["--dapr-http-port", &free_port().to_string(), "--dapr-grpc-port", &free_port().to_string()])
+        .args([
+            "--dapr-http-port",
+            &free_port().to_string(),
+            "--dapr-grpc-port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "start-up should have failed");
@@ -24,16 +29,28 @@ fn failing_start(res: &ResourcesDir) -> String {
 fn invalid_yaml_names_the_file() {
     let res = ResourcesDir::new().with("broken.yaml", "apiVersion: [unclosed\n");
     let err = failing_start(&res);
-    assert!(err.contains("invalid YAML") && err.contains("broken.yaml"), "{err}");
+    assert!(
+        err.contains("invalid YAML") && err.contains("broken.yaml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_component_type_names_component_and_file() {
     let res = ResourcesDir::new().with("c.yaml", &component("cache", "state.nosuchstore", &[]));
     let err = failing_start(&res);
-    assert!(err.contains("component 'cache'") && err.contains("c.yaml"), "{err}");
-    assert!(err.contains("unknown component type state.nosuchstore/v1"), "{err}");
-    assert!(err.contains("state.sqlite/v1"), "the error lists what is supported: {err}");
+    assert!(
+        err.contains("component 'cache'") && err.contains("c.yaml"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown component type state.nosuchstore/v1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("state.sqlite/v1"),
+        "the error lists what is supported: {err}"
+    );
 }
 
 #[test]
@@ -41,11 +58,17 @@ fn missing_required_field_and_failing_init_stop_start_up() {
     let res = ResourcesDir::new()
         .with("c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec: {type: state.sqlite}\n");
     let err = failing_start(&res);
-    assert!(err.contains("spec.version is required") && err.contains("component 's'"), "{err}");
+    assert!(
+        err.contains("spec.version is required") && err.contains("component 's'"),
+        "{err}"
+    );
 
     let res = ResourcesDir::new().with("c.yaml", &component("s", "state.sqlite", &[]));
     let err = failing_start(&res);
-    assert!(err.contains("connectionString") && err.contains("component 's'"), "{err}");
+    assert!(
+        err.contains("connectionString") && err.contains("component 's'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -54,14 +77,20 @@ fn duplicate_component_names_are_an_error() {
         .with("a.yaml", &in_memory_store("statestore"))
         .with("b.yaml", &in_memory_store("statestore"));
     let err = failing_start(&res);
-    assert!(err.contains("duplicate component name 'statestore'"), "{err}");
+    assert!(
+        err.contains("duplicate component name 'statestore'"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unresolvable_secret_reference_names_component_and_key() {
     let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: s}\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: password\n    secretKeyRef: {name: db, key: pw}\n";
     let err = failing_start(&ResourcesDir::new().with("c.yaml", yaml));
-    assert!(err.contains("component 's'") && err.contains("secret 'db' key 'pw'"), "{err}");
+    assert!(
+        err.contains("component 's'") && err.contains("secret 'db' key 'pw'"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -74,9 +103,22 @@ async fn ignore_errors_scopes_and_unknown_kinds() {
         .with("scoped.yaml", &scoped)
         .with("sub.yaml", "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: orders}\nspec: {pubsubname: p, topic: t}\n")
         .with("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
-    let p = MechaProcess::builder(MECHA).resources(res.path()).start().await;
-    let m: Value = reqwest::get(format!("{}/v1.0/metadata", p.http_url())).await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = m["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .start()
+        .await;
+    let m: Value = reqwest::get(format!("{}/v1.0/metadata", p.http_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = m["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["statestore"]);
     let log = p.log();
     assert!(log.contains("ignoreErrors"), "{log}");
@@ -87,7 +129,11 @@ async fn ignore_errors_scopes_and_unknown_kinds() {
 #[tokio::test]
 async fn json_logs_on_request() {
     let res = ResourcesDir::new().with("ok.yaml", &in_memory_store("statestore"));
-    let p = MechaProcess::builder(MECHA).resources(res.path()).args(["--log-as-json"]).start().await;
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .args(["--log-as-json"])
+        .start()
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = p.log();
     let first = log.lines().next().unwrap();
@@ -98,18 +144,35 @@ async fn json_logs_on_request() {
 
 #[test]
 fn help_lists_daprd_flags_and_components_lists_types() {
-    let out = Command::new(MECHA).args(["sidecar", "--help"]).output().unwrap();
+    let out = Command::new(MECHA)
+        .args(["sidecar", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--app-id", "--app-port", "--app-protocol", "--app-channel-address", "--dapr-http-port",
-        "--dapr-grpc-port", "--metrics-port", "--dapr-listen-addresses", "--resources-path", "--config",
-        "--log-level", "--log-as-json", "--dapr-http-max-request-size", "--dapr-graceful-shutdown-seconds",
+        "--app-id",
+        "--app-port",
+        "--app-protocol",
+        "--app-channel-address",
+        "--dapr-http-port",
+        "--dapr-grpc-port",
+        "--metrics-port",
+        "--dapr-listen-addresses",
+        "--resources-path",
+        "--config",
+        "--log-level",
+        "--log-as-json",
+        "--dapr-http-max-request-size",
+        "--dapr-graceful-shutdown-seconds",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     let out = Command::new(MECHA).arg("components").output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("state.sqlite") && table.contains("state.in-memory"), "{table}");
+    assert!(
+        table.contains("state.sqlite") && table.contains("state.in-memory"),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +181,12 @@ async fn components_path_alias_and_config_flag_are_accepted() {
     let cfg = res.path().join("config.yml.cfg");
     std::fs::write(&cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: appconfig}\nspec: {}\n").unwrap();
     let p = MechaProcess::builder(MECHA)
-        .args(["--components-path", &res.path().display().to_string(), "--config", &cfg.display().to_string()])
+        .args([
+            "--components-path",
+            &res.path().display().to_string(),
+            "--config",
+            &cfg.display().to_string(),
+        ])
         .start()
         .await;
     assert!(p.log().contains("Configuration loaded"));

@@ -11,12 +11,18 @@ use tonic::transport::Channel;
 use crate::MECHA;
 
 async fn client(p: &MechaProcess) -> DaprClient<Channel> {
-    DaprClient::connect(p.grpc_url()).await.expect("connect to the gRPC API")
+    DaprClient::connect(p.grpc_url())
+        .await
+        .expect("connect to the gRPC API")
 }
 
 async fn sidecar(extra: &[&str]) -> (MechaProcess, ResourcesDir) {
     let res = ResourcesDir::new().with("store.yaml", &in_memory_store("statestore"));
-    let p = MechaProcess::builder(MECHA).resources(res.path()).args(extra.iter().copied()).start().await;
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .args(extra.iter().copied())
+        .start()
+        .await;
     (p, res)
 }
 
@@ -34,11 +40,18 @@ async fn raw_bytes_round_trip_with_etags() {
     let (p, _r) = sidecar(&[]).await;
     let mut c = client(&p).await;
     let raw = vec![0u8, 159, 146, 150, 255];
-    c.save_state(rt::SaveStateRequest { store_name: "statestore".into(), states: vec![item("bin", &raw, None)] })
-        .await
-        .unwrap();
+    c.save_state(rt::SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("bin", &raw, None)],
+    })
+    .await
+    .unwrap();
     let got = c
-        .get_state(rt::GetStateRequest { store_name: "statestore".into(), key: "bin".into(), ..Default::default() })
+        .get_state(rt::GetStateRequest {
+            store_name: "statestore".into(),
+            key: "bin".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -46,20 +59,30 @@ async fn raw_bytes_round_trip_with_etags() {
     assert!(!got.etag.is_empty());
 
     let missing = c
-        .get_state(rt::GetStateRequest { store_name: "statestore".into(), key: "none".into(), ..Default::default() })
+        .get_state(rt::GetStateRequest {
+            store_name: "statestore".into(),
+            key: "none".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(missing.data.is_empty() && missing.etag.is_empty());
 
     let err = c
-        .save_state(rt::SaveStateRequest { store_name: "statestore".into(), states: vec![item("bin", b"x", Some("77777"))] })
+        .save_state(rt::SaveStateRequest {
+            store_name: "statestore".into(),
+            states: vec![item("bin", b"x", Some("77777"))],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
-    c.save_state(rt::SaveStateRequest { store_name: "statestore".into(), states: vec![item("bin", b"x", Some(&got.etag))] })
-        .await
-        .unwrap();
+    c.save_state(rt::SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("bin", b"x", Some(&got.etag))],
+    })
+    .await
+    .unwrap();
 
     let bulk = c
         .get_bulk_state(rt::GetBulkStateRequest {
@@ -77,22 +100,35 @@ async fn raw_bytes_round_trip_with_etags() {
     c.execute_state_transaction(rt::ExecuteStateTransactionRequest {
         store_name: "statestore".into(),
         operations: vec![
-            rt::TransactionalStateOperation { operation_type: "upsert".into(), request: Some(item("t", b"1", None)) },
-            rt::TransactionalStateOperation { operation_type: "delete".into(), request: Some(item("bin", b"", None)) },
+            rt::TransactionalStateOperation {
+                operation_type: "upsert".into(),
+                request: Some(item("t", b"1", None)),
+            },
+            rt::TransactionalStateOperation {
+                operation_type: "delete".into(),
+                request: Some(item("bin", b"", None)),
+            },
         ],
         metadata: Default::default(),
     })
     .await
     .unwrap();
     let gone = c
-        .get_state(rt::GetStateRequest { store_name: "statestore".into(), key: "bin".into(), ..Default::default() })
+        .get_state(rt::GetStateRequest {
+            store_name: "statestore".into(),
+            key: "bin".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(gone.data.is_empty());
-    c.delete_bulk_state(rt::DeleteBulkStateRequest { store_name: "statestore".into(), states: vec![item("t", b"", None)] })
-        .await
-        .unwrap();
+    c.delete_bulk_state(rt::DeleteBulkStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("t", b"", None)],
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -100,7 +136,11 @@ async fn unknown_store_is_invalid_argument_with_rich_details() {
     let (p, _r) = sidecar(&[]).await;
     let mut c = client(&p).await;
     let err = c
-        .get_state(rt::GetStateRequest { store_name: "nope".into(), key: "k".into(), ..Default::default() })
+        .get_state(rt::GetStateRequest {
+            store_name: "nope".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -136,24 +176,41 @@ async fn token_unimplemented_and_size_limits() {
         .start()
         .await;
     let mut c = client(&p).await;
-    let get = || rt::GetStateRequest { store_name: "statestore".into(), key: "k".into(), ..Default::default() };
-    assert_eq!(c.get_state(get()).await.unwrap_err().code(), Code::Unauthenticated);
+    let get = || rt::GetStateRequest {
+        store_name: "statestore".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.get_state(get()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     let mut req = tonic::Request::new(get());
-    req.metadata_mut().insert("dapr-api-token", "s3cret".parse().unwrap());
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
     c.get_state(req).await.unwrap();
 
     let mut req = tonic::Request::new(rt::PublishEventRequest::default());
-    req.metadata_mut().insert("dapr-api-token", "s3cret".parse().unwrap());
-    assert_eq!(c.publish_event(req).await.unwrap_err().code(), Code::Unimplemented);
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
+    assert_eq!(
+        c.publish_event(req).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
 
     let big = vec![7u8; 1_200_000];
-    let mut req = tonic::Request::new(rt::SaveStateRequest { store_name: "statestore".into(), states: vec![item("big", &big, None)] });
-    req.metadata_mut().insert("dapr-api-token", "s3cret".parse().unwrap());
+    let mut req = tonic::Request::new(rt::SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("big", &big, None)],
+    });
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
     let err = c.save_state(req).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
 
     let mut req = tonic::Request::new(rt::GetMetadataRequest::default());
-    req.metadata_mut().insert("dapr-api-token", "s3cret".parse().unwrap());
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
     let m = c.get_metadata(req).await.unwrap().into_inner();
     assert_eq!(m.id, "test-app");
     assert_eq!(m.registered_components[0].r#type, "state.in-memory");

@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `mecha` binary on free ports, driven over HTTP, gRPC and the
 //! official SDKs.
 
+// Test helpers outside `#[test]` functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod grpc_api;
 mod http_api;

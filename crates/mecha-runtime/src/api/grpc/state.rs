@@ -18,7 +18,12 @@ pub(super) async fn get_state(
     let req = req.into_inner();
     let value = s
         .state
-        .get(&req.store_name, &req.key, req.metadata, consistency(req.consistency))
+        .get(
+            &req.store_name,
+            &req.key,
+            req.metadata,
+            consistency(req.consistency),
+        )
         .await?;
     Ok(Response::new(match value {
         None => rt::GetStateResponse::default(),
@@ -36,7 +41,10 @@ pub(super) async fn get_bulk_state(
     req: Request<rt::GetBulkStateRequest>,
 ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
     let req = req.into_inner();
-    let items = s.state.bulk_get(&req.store_name, &req.keys, &req.metadata).await?;
+    let items = s
+        .state
+        .bulk_get(&req.store_name, &req.keys, &req.metadata)
+        .await?;
     let items = items
         .into_iter()
         .map(|i| match i.value {
@@ -131,7 +139,10 @@ pub(super) async fn query_state(
     req: Request<rt::QueryStateRequest>,
 ) -> Result<Response<rt::QueryStateResponse>, Status> {
     let req = req.into_inner();
-    let (items, token) = s.state.query(&req.store_name, req.query.as_bytes(), &req.metadata).await?;
+    let (items, token) = s
+        .state
+        .query(&req.store_name, req.query.as_bytes(), &req.metadata)
+        .await?;
     let results = items
         .into_iter()
         .map(|i| rt::QueryStateItem {

@@ -13,7 +13,10 @@ pub(super) async fn healthz(
     State(s): State<Arc<Services>>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<StatusCode, ApiError> {
-    let asked = params.iter().find(|(k, _)| k == "appid").map(|(_, v)| v.as_str());
+    let asked = params
+        .iter()
+        .find(|(k, _)| k == "appid")
+        .map(|(_, v)| v.as_str());
     s.health.check(&s.app_id, asked)?;
     Ok(StatusCode::NO_CONTENT)
 }

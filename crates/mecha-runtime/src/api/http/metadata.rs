@@ -81,7 +81,11 @@ pub(super) async fn get_metadata(State(s): State<Arc<Services>>) -> Response {
             protocol: a.protocol,
             channel_address: &a.channel_address,
         }),
-        actor_runtime: ActorRuntimeOut { runtime_status: "DISABLED", host_ready: false, placement: "" },
+        actor_runtime: ActorRuntimeOut {
+            runtime_status: "DISABLED",
+            host_ready: false,
+            placement: "",
+        },
     })
 }
 

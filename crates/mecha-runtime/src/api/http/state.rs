@@ -103,7 +103,10 @@ pub(super) async fn save(
 ) -> Result<StatusCode, ApiError> {
     let raw = body(raw, s.max_request_body)?;
     let items: Vec<ItemBody> = decode(&raw)?;
-    let items = items.into_iter().map(ItemBody::into_save_item).collect::<Result<_, _>>()?;
+    let items = items
+        .into_iter()
+        .map(ItemBody::into_save_item)
+        .collect::<Result<_, _>>()?;
     s.state.save(&store, items).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -116,10 +119,12 @@ pub(super) async fn get(
 ) -> Result<Response, ApiError> {
     let (metadata, rest) = split_metadata(params);
     let consistency = consistency(param(&rest, "consistency"))?;
-    Ok(match s.state.get(&store, &key, metadata, consistency).await? {
-        None => StatusCode::NO_CONTENT.into_response(),
-        Some(value) => value_response(value),
-    })
+    Ok(
+        match s.state.get(&store, &key, metadata, consistency).await? {
+            None => StatusCode::NO_CONTENT.into_response(),
+            Some(value) => value_response(value),
+        },
+    )
 }
 
 /// `DELETE /v1.0/state/{store}/{key}`.
@@ -138,7 +143,17 @@ pub(super) async fn delete(
         concurrency: concurrency(param(&rest, "concurrency"))?,
         consistency: consistency(param(&rest, "consistency"))?,
     };
-    s.state.delete(&store, DeleteItem { key, etag, metadata, options }).await?;
+    s.state
+        .delete(
+            &store,
+            DeleteItem {
+                key,
+                etag,
+                metadata,
+                options,
+            },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,7 +166,9 @@ pub(super) async fn post_sub(
     let raw = body(raw, s.max_request_body)?;
     match action.as_str() {
         "bulk" => bulk_get(&s, &store, &raw).await,
-        "transaction" => transaction(&s, &store, &raw).await.map(IntoResponse::into_response),
+        "transaction" => transaction(&s, &store, &raw)
+            .await
+            .map(IntoResponse::into_response),
         _ => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
     }
 }
@@ -166,7 +183,13 @@ async fn bulk_get(s: &Services, store: &str, raw: &[u8]) -> Result<Response, Api
                 Some(v) => (Some(as_json(&v.data)), v.etag, v.metadata),
                 None => (None, None, HashMap::new()),
             };
-            BulkItemOut { key: i.key, data, etag, metadata, error: i.error }
+            BulkItemOut {
+                key: i.key,
+                data,
+                etag,
+                metadata,
+                error: i.error,
+            }
         })
         .collect();
     Ok(json_response(&out))
@@ -204,9 +227,17 @@ pub(super) async fn query(
     }
     let results = items
         .into_iter()
-        .map(|i| QueryItemOut { key: i.key, data: as_json(&i.data), etag: i.etag })
+        .map(|i| QueryItemOut {
+            key: i.key,
+            data: as_json(&i.data),
+            etag: i.etag,
+        })
         .collect();
-    Ok(json_response(&QueryOut { results, token, metadata: HashMap::new() }))
+    Ok(json_response(&QueryOut {
+        results,
+        token,
+        metadata: HashMap::new(),
+    }))
 }
 
 // === impl ItemBody ===
@@ -242,7 +273,10 @@ fn decode<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> Result<T, ApiError> {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn concurrency(v: Option<&str>) -> Result<Concurrency, ApiError> {
@@ -271,14 +305,18 @@ fn consistency(v: Option<&str>) -> Result<Consistency, ApiError> {
 fn value_response(value: GetResponse) -> Response {
     let mut res = value.data.into_response();
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(etag) = value.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         headers.insert(header::ETAG, etag);
     }
     for (k, v) in value.metadata {
-        if let (Ok(name), Ok(v)) =
-            (HeaderName::try_from(format!("metadata.{k}")), HeaderValue::from_str(&v))
-        {
+        if let (Ok(name), Ok(v)) = (
+            HeaderName::try_from(format!("metadata.{k}")),
+            HeaderValue::from_str(&v),
+        ) {
             headers.insert(name, v);
         }
     }
@@ -301,7 +339,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

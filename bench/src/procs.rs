@@ -1,0 +1,192 @@
+//! The processes a run starts: the bare HTTP server and sidecars, with their footprint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A bare HTTP server in a child process: the baseline round trip.
+pub(crate) struct BareServer {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+/// A sidecar in a child process, with one store named `statestore`.
+pub(crate) struct Sidecar {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub(crate) http_port: u16,
+    pub(crate) grpc_port: u16,
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Writes a resources folder with one `statestore` of `store_type`.
+fn resources(dir: &Path, store_type: &str) -> anyhow::Result<PathBuf> {
+    let res = dir.join("resources");
+    std::fs::create_dir_all(&res)?;
+    let metadata = if store_type == "state.sqlite" {
+        format!(
+            "\n  - name: connectionString\n    value: \"{}\"",
+            dir.join("state.db").display()
+        )
+    } else {
+        " []".to_owned()
+    };
+    let yaml = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: {store_type}\n  version: v1\n  metadata:{metadata}\n"
+    );
+    std::fs::write(res.join("statestore.yaml"), yaml)?;
+    Ok(res)
+}
+
+async fn wait_healthy(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(
+                b"GET /v1.0/healthz/outbound HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await?;
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf).await?;
+            if buf[..n].starts_with(b"HTTP/1.1 204") {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() > deadline {
+            bail!("port {port} was not healthy within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+fn spawn_sidecar(mecha: &Path, res: &Path, http: u16, grpc: u16) -> anyhow::Result<Child> {
+    Command::new(mecha)
+        .args(["sidecar", "--app-id", "bench", "--log-level", "warn"])
+        .args([
+            "--dapr-http-port",
+            &http.to_string(),
+            "--dapr-grpc-port",
+            &grpc.to_string(),
+        ])
+        .args(["--metrics-port", &free_port()?.to_string()])
+        .arg("--resources-path")
+        .arg(res)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", mecha.display()))
+}
+
+/// Reads a `/proc/<pid>/status` field in kB.
+fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{field} missing from /proc/{pid}/status"))
+}
+
+impl BareServer {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["bare-server", &port.to_string()])
+            .stdin(Stdio::null())
+            .spawn()?;
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the bare server did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sidecar {
+    pub(crate) async fn start(mecha: &Path, store_type: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let res = resources(dir.path(), store_type)?;
+        let (http_port, grpc_port) = (free_port()?, free_port()?);
+        let child = spawn_sidecar(mecha, &res, http_port, grpc_port)?;
+        let s = Self {
+            child,
+            _dir: dir,
+            http_port,
+            grpc_port,
+        };
+        wait_healthy(http_port, Duration::from_secs(10)).await?;
+        Ok(s)
+    }
+
+    /// User plus system CPU seconds the sidecar has used so far.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let after_comm = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("bad /proc stat")?;
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        Ok(ticks / 100.0)
+    }
+
+    /// Peak resident memory (VmHWM) in kB.
+    pub(crate) fn peak_rss_kb(&self) -> anyhow::Result<u64> {
+        status_kb(self.child.id(), "VmHWM:")
+    }
+
+    /// Current resident memory (VmRSS) in kB.
+    pub(crate) fn rss_kb(&self) -> anyhow::Result<u64> {
+        status_kb(self.child.id(), "VmRSS:")
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Time from `spawn` to the first 204 of `/v1.0/healthz/outbound`, with a SQLite store.
+pub(crate) async fn time_to_healthy(mecha: &Path) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let res = resources(dir.path(), "state.sqlite")?;
+    let (http, grpc) = (free_port()?, free_port()?);
+    let start = Instant::now();
+    let mut child = spawn_sidecar(mecha, &res, http, grpc)?;
+    let r = wait_healthy(http, Duration::from_secs(10)).await;
+    let elapsed = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    r.map(|_| elapsed)
+}

@@ -1,0 +1,262 @@
+//! Turns measurements into `bench/RESULTS.md`, keeping earlier headline figures as history.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::load::{Outcome, Scenario};
+
+const HISTORY_MARK: &str = "<!-- history rows -->";
+
+/// One table row.
+pub(crate) struct Row {
+    target: String,
+    store: String,
+    protocol: &'static str,
+    op: &'static str,
+    concurrency: usize,
+    p50_us: u64,
+    p99_us: u64,
+    rps: f64,
+    errors: u64,
+    cpu_per_1000: Option<f64>,
+}
+
+/// Start-up and memory figures.
+pub(crate) struct Footprint {
+    idle_rss_kb: u64,
+    healthy_median: Duration,
+    healthy_max: Duration,
+    runs: usize,
+    binary_bytes: u64,
+}
+
+/// Everything a run measured.
+pub(crate) struct Report {
+    quick: bool,
+    duration: Duration,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) peak_rss_kb: Vec<(String, u64)>,
+    pub(crate) footprint: Option<Footprint>,
+}
+
+impl Row {
+    pub(crate) fn new(
+        target: &str,
+        store: &str,
+        s: &Scenario,
+        o: &Outcome,
+        cpu: Option<f64>,
+    ) -> Self {
+        let count = o.latency_us.len();
+        Self {
+            target: target.into(),
+            store: store.into(),
+            protocol: s.protocol.name(),
+            op: s.op.name(),
+            concurrency: s.concurrency,
+            p50_us: o.latency_us.value_at_quantile(0.50),
+            p99_us: o.latency_us.value_at_quantile(0.99),
+            rps: count as f64 / o.elapsed.as_secs_f64(),
+            errors: o.errors,
+            cpu_per_1000: cpu.map(|c| c * 1000.0 / count.max(1) as f64),
+        }
+    }
+}
+
+impl Footprint {
+    pub(crate) async fn measure(mecha: &Path, runs: usize) -> anyhow::Result<Self> {
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            times.push(crate::procs::time_to_healthy(mecha).await?);
+        }
+        times.sort();
+        let sidecar = crate::procs::Sidecar::start(mecha, "state.sqlite").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss_kb = sidecar.rss_kb()?;
+        Ok(Self {
+            idle_rss_kb,
+            healthy_median: times[times.len() / 2],
+            healthy_max: times[times.len() - 1],
+            runs,
+            binary_bytes: std::fs::metadata(mecha)?.len(),
+        })
+    }
+}
+
+impl Report {
+    pub(crate) fn new(quick: bool, duration: Duration) -> Self {
+        Self {
+            quick,
+            duration,
+            rows: Vec::new(),
+            peak_rss_kb: Vec::new(),
+            footprint: None,
+        }
+    }
+
+    fn find(&self, target: &str, store: &str, protocol: &str, op: &str, c: usize) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            r.target == target
+                && r.store == store
+                && r.protocol == protocol
+                && r.op == op
+                && r.concurrency == c
+        })
+    }
+
+    pub(crate) fn write(&self, out: &Path) -> anyhow::Result<()> {
+        let previous = std::fs::read_to_string(out).unwrap_or_default();
+        let old_history: Vec<&str> = previous
+            .split_once(HISTORY_MARK)
+            .map(|(_, rest)| rest.lines().filter(|l| l.starts_with("| 20")).collect())
+            .unwrap_or_default();
+        let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+
+        let mut s = String::new();
+        writeln!(s, "# Mecha benchmark results\n")?;
+        writeln!(
+            s,
+            "Produced by `bench/run.sh{}` on {date}; machine: {cores} cores, {cpu}.",
+            if self.quick { " --quick" } else { "" }
+        )?;
+        writeln!(
+            s,
+            "Load generator, sidecar and baseline server share those cores, so absolute figures are"
+        )?;
+        writeln!(
+            s,
+            "pessimistic; compare rows of the same run. Each scenario runs {:?} after a 300 ms warm-up,",
+            self.duration
+        )?;
+        writeln!(
+            s,
+            "as a closed loop at the given concurrency (HTTP/1.1 keep-alive pool; gRPC over one HTTP/2"
+        )?;
+        writeln!(
+            s,
+            "connection, as the SDKs do). Values are `{{\"n\":1}}`.\n"
+        )?;
+
+        writeln!(s, "## State API latency and throughput\n")?;
+        writeln!(
+            s,
+            "| target | store | protocol | op | concurrency | p50 µs | p99 µs | req/s | errors | CPU s / 1000 req |"
+        )?;
+        writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---:|---:|")?;
+        for r in &self.rows {
+            let cpu = r.cpu_per_1000.map_or("-".to_owned(), |c| format!("{c:.3}"));
+            writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {cpu} |",
+                r.target,
+                r.store,
+                r.protocol,
+                r.op,
+                r.concurrency,
+                r.p50_us,
+                r.p99_us,
+                r.rps,
+                r.errors
+            )?;
+        }
+
+        let added = match (
+            self.find("mecha", "state.in-memory", "HTTP", "GET", 1),
+            self.find("bare HTTP", "-", "HTTP", "GET", 1),
+        ) {
+            (Some(m), Some(b)) => Some((
+                m.p50_us as i64 - b.p50_us as i64,
+                m.p99_us as i64 - b.p99_us as i64,
+            )),
+            _ => None,
+        };
+        writeln!(s, "\n## Headline figures\n")?;
+        if let Some((p50, p99)) = added {
+            writeln!(
+                s,
+                "- Added latency of a state GET on `state.in-memory` over a bare HTTP round trip, concurrency 1: **{p50} µs p50**, {p99} µs p99 (target ≤ 40 µs p50)."
+            )?;
+        }
+        for (store, kb) in &self.peak_rss_kb {
+            writeln!(
+                s,
+                "- Peak RSS after all load on `{store}`: {:.1} MB.",
+                *kb as f64 / 1024.0
+            )?;
+        }
+        if let Some(f) = &self.footprint {
+            writeln!(
+                s,
+                "- Idle RSS with a SQLite store, 1 s after healthy: **{:.1} MB** (target ≤ 10 MB).",
+                f.idle_rss_kb as f64 / 1024.0
+            )?;
+            writeln!(
+                s,
+                "- Process start to first 204 from `/v1.0/healthz/outbound` with a SQLite store: **median {:.1} ms**, max {:.1} ms over {} runs (target ≤ 50 ms).",
+                f.healthy_median.as_secs_f64() * 1e3,
+                f.healthy_max.as_secs_f64() * 1e3,
+                f.runs
+            )?;
+            writeln!(
+                s,
+                "- Release binary size: {:.1} MB.",
+                f.binary_bytes as f64 / 1_048_576.0
+            )?;
+        }
+
+        writeln!(s, "\n## History\n")?;
+        writeln!(
+            s,
+            "| date | mode | added GET p50 µs | in-memory HTTP GET c=16 req/s | sqlite HTTP SAVE c=16 req/s | idle RSS MB | healthy ms |"
+        )?;
+        writeln!(s, "|---|---|---:|---:|---:|---:|---:|")?;
+        writeln!(s, "{HISTORY_MARK}")?;
+        for line in old_history {
+            writeln!(s, "{line}")?;
+        }
+        let rps = |store: &str, op: &str| {
+            self.find("mecha", store, "HTTP", op, 16)
+                .map_or("-".to_owned(), |r| format!("{:.0}", r.rps))
+        };
+        let f = self.footprint.as_ref();
+        writeln!(
+            s,
+            "| {date} | {} | {} | {} | {} | {} | {} |",
+            if self.quick { "quick" } else { "full" },
+            added.map_or("-".into(), |a| a.0.to_string()),
+            rps("state.in-memory", "GET"),
+            rps("state.sqlite", "SAVE"),
+            f.map_or("-".into(), |f| format!(
+                "{:.1}",
+                f.idle_rss_kb as f64 / 1024.0
+            )),
+            f.map_or("-".into(), |f| format!(
+                "{:.1}",
+                f.healthy_median.as_secs_f64() * 1e3
+            )),
+        )?;
+        std::fs::write(out, s)?;
+        Ok(())
+    }
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
