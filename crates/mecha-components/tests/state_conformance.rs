@@ -31,7 +31,9 @@ async fn sqlite(connection_string: &str) -> Arc<dyn StateStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory() {
-    let store = InMemoryStateStore::create(init("memory", &[])).unwrap();
+    let store = InMemoryStateStore::create(init("memory", &[]))
+        .await
+        .unwrap();
     mecha_conformance::state::run(|| {
         let store = store.clone();
         async move { store }

@@ -16,6 +16,8 @@ pub const API_GROUP: &str = "dapr.io/";
 pub enum Resource {
     /// `kind: Component`.
     Component(ComponentResource),
+    /// `kind: Configuration`.
+    Configuration(ConfigurationResource),
     /// A document of another kind, kept only to be reported and skipped.
     Other {
         /// The document's `kind`.
@@ -50,6 +52,31 @@ pub struct ComponentResource {
     pub secret_store: Option<String>,
     /// The file it came from.
     pub source: PathBuf,
+}
+
+/// A `kind: Configuration` document. Its `spec` stays raw; each building block reads its own
+/// part through a typed accessor, so unknown parts never stop start-up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigurationResource {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec`, as written.
+    pub spec: Value,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+/// Access to the secrets of one store, from `spec.secrets.scopes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretScope {
+    /// `storeName`.
+    pub store_name: String,
+    /// `defaultAccess`: `true` for allow (the default), `false` for deny.
+    pub default_allow: bool,
+    /// `allowedSecrets`: when not empty, only these secrets are readable.
+    pub allowed: Vec<String>,
+    /// `deniedSecrets`.
+    pub denied: Vec<String>,
 }
 
 /// One `spec.metadata` entry.
@@ -162,6 +189,13 @@ impl Resource {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let name = doc.pointer("/metadata/name").and_then(Value::as_str);
+        if kind == "Configuration" && api_version.starts_with(API_GROUP) {
+            return Ok(Resource::Configuration(ConfigurationResource {
+                name: name.unwrap_or_default().to_owned(),
+                spec: doc.get("spec").cloned().unwrap_or(Value::Null),
+                source: source.to_owned(),
+            }));
+        }
         if kind != "Component" || !api_version.starts_with(API_GROUP) {
             return Ok(Resource::Other {
                 kind: if api_version.starts_with(API_GROUP) {
@@ -241,6 +275,80 @@ impl Resource {
                 .map(Into::into),
             source: source.to_owned(),
         }))
+    }
+}
+
+// === impl ConfigurationResource ===
+
+impl ConfigurationResource {
+    /// `spec.secrets.scopes`.
+    pub fn secret_scopes(&self) -> Result<Vec<SecretScope>, ResourceError> {
+        let invalid = |reason: String| ResourceError::Invalid {
+            file: self.source.clone(),
+            name: Some(self.name.clone()),
+            reason,
+        };
+        let Some(scopes) = self
+            .spec
+            .pointer("/secrets/scopes")
+            .filter(|v| !v.is_null())
+        else {
+            return Ok(Vec::new());
+        };
+        let scopes = scopes
+            .as_array()
+            .ok_or_else(|| invalid("spec.secrets.scopes must be a list".into()))?;
+        scopes
+            .iter()
+            .map(|scope| {
+                let store_name =
+                    scope
+                        .get("storeName")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            invalid("every spec.secrets.scopes entry needs storeName".into())
+                        })?;
+                let default_allow = match scope.get("defaultAccess").and_then(Value::as_str) {
+                    None | Some("") => true,
+                    Some(a) if a.eq_ignore_ascii_case("allow") => true,
+                    Some(a) if a.eq_ignore_ascii_case("deny") => false,
+                    Some(a) => {
+                        return Err(invalid(format!(
+                            "defaultAccess '{a}' must be allow or deny"
+                        )));
+                    }
+                };
+                let list = |field: &str| -> Vec<String> {
+                    scope
+                        .get(field)
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().map(scalar_to_string).collect())
+                        .unwrap_or_default()
+                };
+                Ok(SecretScope {
+                    store_name: store_name.to_owned(),
+                    default_allow,
+                    allowed: list("allowedSecrets"),
+                    denied: list("deniedSecrets"),
+                })
+            })
+            .collect()
+    }
+}
+
+// === impl SecretScope ===
+
+impl SecretScope {
+    /// Whether `secret` may be read, as Dapr decides: a non-empty allow list is exclusive, then
+    /// the deny list, then the default access.
+    pub fn allows(&self, secret: &str) -> bool {
+        if !self.allowed.is_empty() {
+            return self.allowed.iter().any(|s| s == secret);
+        }
+        if self.denied.iter().any(|s| s == secret) {
+            return false;
+        }
+        self.default_allow
     }
 }
 

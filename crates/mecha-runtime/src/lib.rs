@@ -1,17 +1,22 @@
 //! The Mecha sidecar: Dapr-compatible HTTP and gRPC APIs over the building-block services.
 //!
 //! Owns start-up ([`Sidecar::start`]), component loading ([`components`]), the building-block
-//! services ([`state`], [`metadata`], [`health`]) and the thin API layers ([`api`]) that
+//! services ([`state`], [`secrets`], [`configuration`], [`lock`],
+//! [`metadata`], [`health`]) and the thin API layers ([`api`]) that
 //! translate HTTP and gRPC into them. It must not read the environment or parse flags (the
 //! `mecha` binary does), and components must not depend on it. Start reading at
 //! [`sidecar`], then follow one request through [`api::http`] into [`state::StateService`].
 
 pub mod api;
+pub mod app_channel;
 pub mod components;
 pub mod config;
+pub mod configuration;
 pub mod error;
 pub mod health;
+pub mod lock;
 pub mod metadata;
+pub mod secrets;
 pub mod sidecar;
 pub mod state;
 

@@ -7,15 +7,19 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use futures::StreamExt;
-use mecha_core::resource::{Resource, ResourceError};
+use mecha_core::resource::{ConfigurationResource, Resource, ResourceError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::app_channel::AppChannel;
 use crate::components::{Components, LoadError};
 use crate::config::RuntimeConfig;
+use crate::configuration::ConfigurationService;
 use crate::health::{Health, wait_for_app_port};
+use crate::lock::LockService;
 use crate::metadata::MetadataService;
+use crate::secrets::SecretsService;
 use crate::state::StateService;
 
 /// Everything the API handlers reach: the building-block services and shared flags.
@@ -24,6 +28,12 @@ pub struct Services {
     pub app_id: String,
     /// The state service.
     pub state: StateService,
+    /// The secrets service.
+    pub secrets: SecretsService,
+    /// The configuration service.
+    pub configuration: ConfigurationService,
+    /// The lock service.
+    pub lock: LockService,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -108,8 +118,11 @@ impl Sidecar {
     pub async fn start(config: RuntimeConfig) -> Result<Running, StartError> {
         let started = Instant::now();
         tracing::info!(app_id = %config.app_id, version = crate::metadata::RUNTIME_VERSION, "Starting Mecha sidecar");
+        let mut secret_scopes = Vec::new();
         for file in &config.config_files {
-            load_configuration(file)?;
+            for c in load_configuration(file)? {
+                secret_scopes.extend(c.secret_scopes()?);
+            }
         }
         let components = Components::load(&config).await?;
         if components.state.is_empty() {
@@ -122,6 +135,16 @@ impl Sidecar {
                 &config.app_id,
                 config.namespace.as_deref(),
                 &components.state,
+            ),
+            secrets: SecretsService::new(&components.secrets, secret_scopes),
+            configuration: ConfigurationService::new(
+                &components.configuration,
+                AppChannel::new(&config).map(Arc::new),
+            ),
+            lock: LockService::new(
+                &config.app_id,
+                config.namespace.as_deref(),
+                &components.locks,
             ),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
@@ -206,15 +229,13 @@ async fn bind(api: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|error| StartError::Bind { api, addr, error })
 }
 
-fn load_configuration(file: &std::path::Path) -> Result<(), StartError> {
+fn load_configuration(file: &std::path::Path) -> Result<Vec<ConfigurationResource>, StartError> {
+    let mut out = Vec::new();
     for resource in Resource::read_file(file)? {
         match resource {
-            Resource::Other { kind, name, .. } if kind == "Configuration" => {
-                tracing::info!(
-                    name = name.as_deref().unwrap_or(""),
-                    file = %file.display(),
-                    "Configuration loaded; its settings apply as their building blocks arrive"
-                );
+            Resource::Configuration(c) => {
+                tracing::info!(name = %c.name, file = %file.display(), "Configuration loaded");
+                out.push(c);
             }
             _ => {
                 return Err(StartError::NotAConfiguration {
@@ -223,7 +244,7 @@ fn load_configuration(file: &std::path::Path) -> Result<(), StartError> {
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 // === impl Running ===
@@ -247,7 +268,10 @@ impl Running {
             tracing::warn!("Grace period over; closing the remaining connections");
             self.servers.abort_all();
         }
+        self.services.configuration.close().await;
+        self.services.lock.close().await;
         self.services.state.close().await;
+        self.services.secrets.close().await;
         tracing::info!("Sidecar stopped");
     }
 }

@@ -108,25 +108,11 @@ impl StateService {
         let stores = stores
             .iter()
             .map(|s| {
-                let prefix = match s.metadata.get("keyPrefix").map(str::trim) {
-                    None | Some("") => format!("{app_id}{KEY_SEPARATOR}"),
-                    Some(p) if p.eq_ignore_ascii_case("appid") => {
-                        format!("{app_id}{KEY_SEPARATOR}")
-                    }
-                    Some(p) if p.eq_ignore_ascii_case("name") => {
-                        format!("{}{KEY_SEPARATOR}", s.info.name)
-                    }
-                    Some(p) if p.eq_ignore_ascii_case("namespace") => match namespace {
-                        Some(ns) => format!("{ns}.{app_id}{KEY_SEPARATOR}"),
-                        None => format!("{app_id}{KEY_SEPARATOR}"),
-                    },
-                    Some(p) if p.eq_ignore_ascii_case("none") => String::new(),
-                    Some(custom) => format!("{custom}{KEY_SEPARATOR}"),
-                };
+                let prefix = key_prefix(&s.metadata, app_id, &s.info.name, namespace);
                 (
                     s.info.name.clone(),
                     StoreEntry {
-                        store: s.store.clone(),
+                        store: s.component.clone(),
                         prefix,
                     },
                 )
@@ -436,6 +422,28 @@ impl TxOperation {
                 format!("operation type {other} not supported"),
             )),
         }
+    }
+}
+
+/// The prefix of every key a component stores for `app_id`, from its `keyPrefix` metadata:
+/// `appid` (the default) → `appId||`, `name` → `name||`, `namespace` → `namespace.appId||`,
+/// `none` → nothing, anything else → `custom||`.
+pub(crate) fn key_prefix(
+    metadata: &mecha_core::Metadata,
+    app_id: &str,
+    name: &str,
+    namespace: Option<&str>,
+) -> String {
+    match metadata.get("keyPrefix").map(str::trim) {
+        None | Some("") => format!("{app_id}{KEY_SEPARATOR}"),
+        Some(p) if p.eq_ignore_ascii_case("appid") => format!("{app_id}{KEY_SEPARATOR}"),
+        Some(p) if p.eq_ignore_ascii_case("name") => format!("{name}{KEY_SEPARATOR}"),
+        Some(p) if p.eq_ignore_ascii_case("namespace") => match namespace {
+            Some(ns) => format!("{ns}.{app_id}{KEY_SEPARATOR}"),
+            None => format!("{app_id}{KEY_SEPARATOR}"),
+        },
+        Some(p) if p.eq_ignore_ascii_case("none") => String::new(),
+        Some(custom) => format!("{custom}{KEY_SEPARATOR}"),
     }
 }
 

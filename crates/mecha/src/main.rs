@@ -90,8 +90,9 @@ fn forward_signals_to(shutdown: ShutdownHandle) -> anyhow::Result<()> {
 }
 
 fn components() {
-    println!("{:<24} VERSION", "TYPE");
-    for r in mecha_components::state::REGISTRY {
-        println!("{:<24} {}", r.component_type, r.version);
+    println!("{:<32} VERSION", "TYPE");
+    for row in mecha_runtime::components::supported_types() {
+        let (t, v) = row.rsplit_once('/').unwrap_or((row.as_str(), ""));
+        println!("{t:<32} {v}");
     }
 }

@@ -45,7 +45,7 @@ struct Entry {
 
 impl InMemoryStateStore {
     /// Creates the store and starts its expiry sweeper.
-    pub fn create(init: ComponentInit) -> Result<Arc<dyn StateStore>, ComponentError> {
+    pub async fn create(init: ComponentInit) -> Result<Arc<dyn StateStore>, ComponentError> {
         init.metadata
             .warn_unknown(&init.name, &["actorStateStore", "keyPrefix"]);
         let store = Arc::new(Self {

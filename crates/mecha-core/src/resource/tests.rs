@@ -80,3 +80,17 @@ fn foreign_documents_are_other() {
     let docs = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap();
     assert!(matches!(&docs[0], Resource::Other { .. }));
 }
+
+#[test]
+fn configuration_secret_scopes() {
+    let docs = parse(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: cfg}\nspec:\n  secrets:\n    scopes:\n    - {storeName: a, defaultAccess: deny, allowedSecrets: [x]}\n    - {storeName: b, deniedSecrets: [pw]}\n",
+    )
+    .unwrap();
+    let Resource::Configuration(c) = &docs[0] else {
+        panic!("not a configuration")
+    };
+    let scopes = c.secret_scopes().unwrap();
+    assert!(scopes[0].allows("x") && !scopes[0].allows("z"));
+    assert!(!scopes[1].allows("pw") && scopes[1].allows("z"));
+}

@@ -2,7 +2,10 @@
 //!
 //! Block modules decode the protobuf request, call a service and encode the answer.
 
+mod configuration;
+mod lock;
 mod metadata;
+mod secrets;
 mod service;
 mod state;
 

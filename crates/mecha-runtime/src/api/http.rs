@@ -2,8 +2,11 @@
 //!
 //! Handlers decode the request, call a service and encode the answer; nothing else.
 
+mod configuration;
 mod health;
+mod lock;
 mod metadata;
+mod secrets;
 mod state;
 
 use std::sync::Arc;
@@ -45,6 +48,30 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/v1.0-alpha1/state/{store}/query",
             post(state::query).put(state::query),
+        )
+        .route("/v1.0/secrets/{store}/{key}", get(secrets::get))
+        .route("/v1.0-alpha1/lock/{store}", post(lock::lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
+        .route("/v1.0/configuration/{store}", get(configuration::get))
+        .route(
+            "/v1.0-alpha1/configuration/{store}",
+            get(configuration::get),
+        )
+        .route(
+            "/v1.0/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
         )
         .fallback(not_found)
         // Outermost first: the token is checked before any body is read, and the body limit

@@ -7,7 +7,7 @@ use mecha_core::state::GetRequest;
 use super::*;
 use crate::components::ComponentInfo;
 
-fn loaded(name: &str, key_prefix: Option<&str>) -> LoadedStateStore {
+async fn loaded(name: &str, key_prefix: Option<&str>) -> LoadedStateStore {
     let mut md = HashMap::new();
     if let Some(p) = key_prefix {
         md.insert("keyPrefix".to_owned(), p.to_owned());
@@ -25,7 +25,7 @@ fn loaded(name: &str, key_prefix: Option<&str>) -> LoadedStateStore {
             version: "v1".into(),
             capabilities: vec![],
         },
-        store: InMemoryStateStore::create(init).unwrap(),
+        component: InMemoryStateStore::create(init).await.unwrap(),
         metadata,
     }
 }
@@ -39,7 +39,7 @@ fn save(key: &str, value: &'static str) -> SaveItem {
 }
 
 async fn raw_get(s: &LoadedStateStore, key: &str) -> Option<GetResponse> {
-    s.store
+    s.component
         .get(&GetRequest {
             key: key.into(),
             ..Default::default()
@@ -51,11 +51,11 @@ async fn raw_get(s: &LoadedStateStore, key: &str) -> Option<GetResponse> {
 #[tokio::test]
 async fn key_prefix_strategies() {
     let stores = [
-        loaded("a", None),
-        loaded("b", Some("name")),
-        loaded("c", Some("none")),
-        loaded("d", Some("team")),
-        loaded("e", Some("namespace")),
+        loaded("a", None).await,
+        loaded("b", Some("name")).await,
+        loaded("c", Some("none")).await,
+        loaded("d", Some("team")).await,
+        loaded("e", Some("namespace")).await,
     ];
     let svc = StateService::new("app", Some("prod"), &stores);
     for name in ["a", "b", "c", "d", "e"] {
@@ -91,7 +91,7 @@ async fn lookup_errors_carry_codes_and_reasons() {
             StatusCode::INTERNAL_SERVER_ERROR
         )
     );
-    let svc = StateService::new("app", None, &[loaded("s", None)]);
+    let svc = StateService::new("app", None, &[loaded("s", None).await]);
     let e = svc
         .get("x", "k", Default::default(), Default::default())
         .await
@@ -113,7 +113,7 @@ async fn lookup_errors_carry_codes_and_reasons() {
 
 #[tokio::test]
 async fn last_write_ignores_the_etag_and_first_write_needs_absence() {
-    let svc = StateService::new("app", None, &[loaded("s", None)]);
+    let svc = StateService::new("app", None, &[loaded("s", None).await]);
     svc.save("s", vec![save("k", "1")]).await.unwrap();
     let mut stale = save("k", "2");
     stale.etag = Some("12345".into());
@@ -149,7 +149,7 @@ async fn transactions_need_the_capability_and_known_operations() {
         (e.code, e.http),
         ("ERR_NOT_SUPPORTED_STATE_OPERATION", StatusCode::BAD_REQUEST)
     );
-    let svc = StateService::new("app", None, &[loaded("s", None)]);
+    let svc = StateService::new("app", None, &[loaded("s", None).await]);
     let ops = vec![
         TxOperation::from_wire("upsert", save("a", "1")).unwrap(),
         TxOperation::from_wire("delete", save("a", "")).unwrap(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mecha_proto::{common, runtime as rt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Unsupported, metadata, state, unsupported};
+use super::{Unsupported, configuration, lock, metadata, secrets, state, unsupported};
 use crate::sidecar::Services;
 
 /// The gRPC `Dapr` service over the building-block services.
@@ -111,16 +111,16 @@ impl rt::dapr_server::Dapr for DaprApi {
 
     async fn get_secret(
         &self,
-        _request: Request<rt::GetSecretRequest>,
+        request: Request<rt::GetSecretRequest>,
     ) -> Result<Response<rt::GetSecretResponse>, Status> {
-        Err(unsupported("GetSecret"))
+        secrets::get_secret(&self.services, request).await
     }
 
     async fn get_bulk_secret(
         &self,
-        _request: Request<rt::GetBulkSecretRequest>,
+        request: Request<rt::GetBulkSecretRequest>,
     ) -> Result<Response<rt::GetBulkSecretResponse>, Status> {
-        Err(unsupported("GetBulkSecret"))
+        secrets::get_bulk_secret(&self.services, request).await
     }
 
     async fn register_actor_timer(
@@ -195,62 +195,62 @@ impl rt::dapr_server::Dapr for DaprApi {
 
     async fn get_configuration_alpha1(
         &self,
-        _request: Request<rt::GetConfigurationRequest>,
+        request: Request<rt::GetConfigurationRequest>,
     ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
-        Err(unsupported("GetConfigurationAlpha1"))
+        configuration::get(&self.services, request).await
     }
 
     async fn get_configuration(
         &self,
-        _request: Request<rt::GetConfigurationRequest>,
+        request: Request<rt::GetConfigurationRequest>,
     ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
-        Err(unsupported("GetConfiguration"))
+        configuration::get(&self.services, request).await
     }
 
-    type SubscribeConfigurationAlpha1Stream = Unsupported<rt::SubscribeConfigurationResponse>;
+    type SubscribeConfigurationAlpha1Stream = configuration::UpdateStream;
 
     async fn subscribe_configuration_alpha1(
         &self,
-        _request: Request<rt::SubscribeConfigurationRequest>,
+        request: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationAlpha1Stream>, Status> {
-        Err(unsupported("SubscribeConfigurationAlpha1"))
+        configuration::subscribe(&self.services, request).await
     }
 
-    type SubscribeConfigurationStream = Unsupported<rt::SubscribeConfigurationResponse>;
+    type SubscribeConfigurationStream = configuration::UpdateStream;
 
     async fn subscribe_configuration(
         &self,
-        _request: Request<rt::SubscribeConfigurationRequest>,
+        request: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
-        Err(unsupported("SubscribeConfiguration"))
+        configuration::subscribe(&self.services, request).await
     }
 
     async fn unsubscribe_configuration_alpha1(
         &self,
-        _request: Request<rt::UnsubscribeConfigurationRequest>,
+        request: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        Err(unsupported("UnsubscribeConfigurationAlpha1"))
+        configuration::unsubscribe(&self.services, request).await
     }
 
     async fn unsubscribe_configuration(
         &self,
-        _request: Request<rt::UnsubscribeConfigurationRequest>,
+        request: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        Err(unsupported("UnsubscribeConfiguration"))
+        configuration::unsubscribe(&self.services, request).await
     }
 
     async fn try_lock_alpha1(
         &self,
-        _request: Request<rt::TryLockRequest>,
+        request: Request<rt::TryLockRequest>,
     ) -> Result<Response<rt::TryLockResponse>, Status> {
-        Err(unsupported("TryLockAlpha1"))
+        lock::try_lock(&self.services, request).await
     }
 
     async fn unlock_alpha1(
         &self,
-        _request: Request<rt::UnlockRequest>,
+        request: Request<rt::UnlockRequest>,
     ) -> Result<Response<rt::UnlockResponse>, Status> {
-        Err(unsupported("UnlockAlpha1"))
+        lock::unlock(&self.services, request).await
     }
 
     type EncryptAlpha1Stream = Unsupported<rt::EncryptResponse>;
