@@ -1,7 +1,8 @@
 //! Mecha's conformance suites: one generic suite per building block, written from Dapr's
 //! semantics in MUST terms and run by every component against its real server.
 //!
-//! Owns [`state`], the suite for [`mecha_core::state::StateStore`]. It depends only on
+//! Owns [`state`], [`lock`] and [`configuration`], the suites for the traits of the same
+//! names in `mecha-core`. It depends only on
 //! `mecha-core` (and never on `mecha-components` or `mecha-runtime`), so that each component's
 //! test file can run it. Start reading at [`state::run`].
 //!
@@ -15,4 +16,6 @@
 //! # }
 //! ```
 
+pub mod configuration;
+pub mod lock;
 pub mod state;

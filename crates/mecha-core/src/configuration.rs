@@ -36,7 +36,8 @@ pub trait ConfigurationStore: Send + Sync + 'static {
         metadata: &RequestMetadata,
     ) -> Result<HashMap<String, ConfigurationItem>, ConfigurationError>;
 
-    /// Watches `keys` (every key when empty) and yields each change.
+    /// Watches `keys` (every key when empty) and yields each change. Returns once the store
+    /// is watching, so that a change made right after the call is seen.
     async fn subscribe(
         &self,
         keys: &[String],

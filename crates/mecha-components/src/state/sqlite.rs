@@ -77,23 +77,17 @@ impl SqliteStateStore {
 
     async fn open(init: ComponentInit) -> Result<Arc<Self>, ComponentError> {
         let md = Metadata::parse(&init)?;
-        let target = md.target()?;
-        let parent = target
-            .create_file
-            .as_deref()
-            .and_then(std::path::Path::parent);
-        if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| ComponentError::Init(format!("creating {}: {e}", parent.display())))?;
-        }
-        let pool = pool_options(&target, md.timeout)
-            .connect_with(target.options.clone())
-            .await
-            .map_err(|e| ComponentError::Init(format!("opening the SQLite database: {e}")))?;
+        let db = open_database(&md).await?;
+        let (pool, target) = (db.pool, db.target);
         let sql = Statements::new(&md.table_name);
         if !target.read_only {
-            tokio::time::timeout(md.timeout, prepare(&pool, &sql, target.journal_mode))
+            let schema = async {
+                for ddl in sql.schema() {
+                    sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            };
+            tokio::time::timeout(md.timeout, schema)
                 .await
                 .map_err(|_| ComponentError::Init("preparing the database timed out".into()))?
                 .map_err(|e| ComponentError::Init(format!("preparing the database: {e}")))?;
@@ -292,29 +286,58 @@ fn pool_options(target: &Target, timeout: Duration) -> SqlitePoolOptions {
     }
 }
 
-/// Sets the journal mode and creates the table and its expiry index.
-async fn prepare(
-    pool: &SqlitePool,
-    sql: &Statements,
-    journal_mode: Option<&'static str>,
-) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    if let Some(mode) = journal_mode {
-        // Changing the journal mode needs an exclusive lock that SQLite does not wait for, so
-        // retry while another process uses the file; the caller bounds the wait.
-        let pragma = format!("PRAGMA journal_mode = {mode}");
-        while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str()))
-            .execute(&mut *conn)
+/// A database opened as `state.sqlite` opens it: the file (and its folder) created, the pool
+/// sized, the journal mode set. Other components on SQLite files (`lock.sqlite`) share this.
+pub(crate) struct Database {
+    /// The connection pool.
+    pub(crate) pool: SqlitePool,
+    target: Target,
+}
+
+/// Opens the database that `md` names.
+async fn open_database(md: &Metadata) -> Result<Database, ComponentError> {
+    let target = md.target()?;
+    let parent = target.create_file.as_deref().and_then(std::path::Path::parent);
+    if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent)
             .await
-        {
-            if !is_busy(&e) {
-                return Err(e);
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
+            .map_err(|e| ComponentError::Init(format!("creating {}: {e}", parent.display())))?;
     }
-    for ddl in sql.schema() {
-        sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await?;
+    let pool = pool_options(&target, md.timeout)
+        .connect_with(target.options.clone())
+        .await
+        .map_err(|e| ComponentError::Init(format!("opening the SQLite database: {e}")))?;
+    if let Some(mode) = target.journal_mode.filter(|_| !target.read_only) {
+        tokio::time::timeout(md.timeout, set_journal_mode(&pool, mode))
+            .await
+            .map_err(|_| ComponentError::Init("setting the journal mode timed out".into()))?
+            .map_err(|e| ComponentError::Init(format!("setting the journal mode: {e}")))?;
+    }
+    Ok(Database { pool, target })
+}
+
+/// Opens the SQLite database of a component whose metadata follows `state.sqlite`'s, with
+/// `tableName` defaulting to `default_table`; returns the database, the table name and the
+/// per-operation timeout.
+pub(crate) async fn open_shared(
+    init: &ComponentInit,
+    default_table: &str,
+) -> Result<(Database, String, Duration), ComponentError> {
+    let md = Metadata::parse_with_table(init, default_table)?;
+    let db = open_database(&md).await?;
+    Ok((db, md.table_name, md.timeout))
+}
+
+/// Sets the journal mode. It needs an exclusive lock that SQLite does not wait for, so retry
+/// while another process uses the file; the caller bounds the wait.
+async fn set_journal_mode(pool: &SqlitePool, mode: &str) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let pragma = format!("PRAGMA journal_mode = {mode}");
+    while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str())).execute(&mut *conn).await {
+        if !is_busy(&e) {
+            return Err(e);
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod cli;
 mod grpc_api;
 mod http_api;
 mod lifecycle;
+mod lock;
 mod python_sdk;
 
 /// The binary under test.

@@ -164,3 +164,13 @@ async fn api_token() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_api_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let file = dir.path().join("locks.db").display().to_string();
+    let resources = ResourcesDir::new()
+        .with("lock.yaml", &component("lockstore", "lock.sqlite", &[("connectionString", &file)]));
+    let sidecar = MechaProcess::builder(crate::MECHA).resources(resources.path()).start().await;
+    run_script(&sidecar, "lock_sdk.py", &[("LOCK_STORE", "lockstore")]).await;
+}

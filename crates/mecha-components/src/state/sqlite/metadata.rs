@@ -72,10 +72,18 @@ pub(super) struct Target {
 impl Metadata {
     /// Reads and validates the metadata, warning about unknown keys.
     pub(super) fn parse(init: &ComponentInit) -> Result<Self, ComponentError> {
+        Self::parse_with_table(init, "state")
+    }
+
+    /// Like [`Metadata::parse`], with another default `tableName`.
+    pub(super) fn parse_with_table(
+        init: &ComponentInit,
+        default_table: &str,
+    ) -> Result<Self, ComponentError> {
         let md = &init.metadata;
         md.warn_unknown(&init.name, KNOWN_KEYS);
         let connection_string = md.required(CONNECTION_STRING)?.trim().to_owned();
-        let table_name = table(md.get(TABLE_NAME), TABLE_NAME, "state")?;
+        let table_name = table(md.get(TABLE_NAME), TABLE_NAME, default_table)?;
         let metadata_table_name =
             table(md.get(METADATA_TABLE_NAME), METADATA_TABLE_NAME, "metadata")?;
         let timeout = match (md.get(TIMEOUT), md.get(TIMEOUT_IN_SECONDS)) {
