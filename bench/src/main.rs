@@ -1,27 +1,30 @@
 //! `mecha-bench`: measures the sidecar the way users feel it — state API latency and
-//! throughput over HTTP and gRPC against a bare HTTP round trip, idle and loaded memory, CPU
-//! per request and time to healthy — and writes `bench/RESULTS.md`.
+//! throughput over HTTP and gRPC against a bare HTTP round trip and against the same operation
+//! done directly with the store's client library, idle and loaded memory, CPU per request and
+//! time to healthy — and writes `bench/RESULTS.md`.
 //!
 //! Run it with `bench/run.sh` (or `cargo run --release -p mecha-bench -- all [--quick]`). Every
-//! process is started here on free loopback ports and stopped at the end. Load is a closed loop
-//! at fixed concurrency: each worker sends its next request when the previous one answered, so
-//! latencies are service times at that concurrency, not open-loop response times.
+//! process is started here on free loopback ports and stopped at the end; Redis and PostgreSQL
+//! are the servers already running on the machine (`MECHA_TEST_REDIS_URL`,
+//! `MECHA_TEST_POSTGRES_URL`). Load is a closed loop at fixed concurrency: each worker sends its
+//! next request when the previous one answered, so latencies are service times at that
+//! concurrency.
 
+mod direct;
 mod load;
 mod procs;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::load::{Op, Protocol, Scenario};
+use crate::load::{Load, Op};
 use crate::procs::Sidecar;
 use crate::report::{Footprint, Report, Row};
 
-/// Stores every scenario runs against.
-const STORES: &[&str] = &["state.in-memory", "state.sqlite"];
+const CONCURRENCIES: &[usize] = &[1, 16];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -33,100 +36,97 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("all") => {
             let quick = args.iter().any(|a| a == "--quick");
-            let mecha = flag(&args, "--mecha")
-                .map(PathBuf::from)
-                .unwrap_or(default_mecha()?);
-            let out = flag(&args, "--out")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "bench/RESULTS.md".into());
+            let mecha = flag(&args, "--mecha").map(PathBuf::from).unwrap_or(default_mecha()?);
+            let out = flag(&args, "--out").map(PathBuf::from).unwrap_or_else(|| "bench/RESULTS.md".into());
             all(&mecha, &out, quick).await
         }
-        _ => {
-            bail!("usage: mecha-bench all [--quick] [--mecha PATH] [--out FILE] | bare-server PORT")
-        }
+        _ => bail!("usage: mecha-bench all [--quick] [--mecha PATH] [--out FILE] | bare-server PORT"),
     }
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
 fn default_mecha() -> anyhow::Result<PathBuf> {
     let p = PathBuf::from("target/release/mecha");
     if !p.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p mecha`",
-            p.display()
-        );
+        bail!("{} not found: build it with `cargo build --release -p mecha`", p.display());
     }
     Ok(p)
 }
 
-async fn all(mecha: &std::path::Path, out: &std::path::Path, quick: bool) -> anyhow::Result<()> {
-    let duration = if quick {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(10)
-    };
-    let concurrencies: &[usize] = &[1, 16];
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
+    let duration = if quick { Duration::from_secs(2) } else { Duration::from_secs(10) };
     let mut report = Report::new(quick, duration);
+    let redis = env_or("MECHA_TEST_REDIS_URL", "127.0.0.1:6379");
+    let postgres = env_or("MECHA_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let pg_table = format!("bench_state_{}", std::process::id());
 
     eprintln!("Bare HTTP round trip (baseline) …");
     let bare = procs::BareServer::start().await?;
-    for &c in concurrencies {
-        let s = Scenario {
-            protocol: Protocol::Http,
-            op: Op::BareGet,
-            concurrency: c,
-            duration,
-        };
-        let r = load::run(&s, bare.port, 0).await?;
-        report.rows.push(Row::new("bare HTTP", "-", &s, &r, None));
+    for &concurrency in CONCURRENCIES {
+        let load = Load { concurrency, duration };
+        let r = load::run(load, load::bare_get(bare.port, concurrency)).await?;
+        report.rows.push(Row::new("bare HTTP", "-", "HTTP", "GET", load, &r, None));
     }
     drop(bare);
 
-    for store in STORES {
-        let sidecar = Sidecar::start(mecha, store).await?;
-        load::prepare(&sidecar).await?;
+    let stores: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("state.in-memory", vec![]),
+        ("state.sqlite", vec![]),
+        ("state.redis", vec![("redisHost", redis.clone())]),
+        ("state.postgresql", vec![("connectionString", postgres.clone()), ("tableName", pg_table.clone())]),
+    ];
+    for (store, metadata) in &stores {
+        let sidecar = Sidecar::start(mecha, store, metadata).await?;
+        load::prepare(sidecar.grpc_port).await?;
         for op in [Op::Get, Op::Save] {
-            for protocol in [Protocol::Http, Protocol::Grpc] {
-                for &c in concurrencies {
-                    let s = Scenario {
-                        protocol,
-                        op,
-                        concurrency: c,
-                        duration,
+            for &concurrency in CONCURRENCIES {
+                let load = Load { concurrency, duration };
+                for protocol in ["HTTP", "gRPC"] {
+                    eprintln!("{store}: {protocol} {} at concurrency {concurrency} …", op.name());
+                    let call = match protocol {
+                        "HTTP" => load::http_state(sidecar.http_port, op, concurrency),
+                        _ => load::grpc_state(sidecar.grpc_port, op).await?,
                     };
-                    eprintln!(
-                        "{store}: {} {} at concurrency {c} …",
-                        protocol.name(),
-                        op.name()
-                    );
                     let cpu_before = sidecar.cpu_seconds()?;
-                    let port = if protocol == Protocol::Http {
-                        sidecar.http_port
-                    } else {
-                        sidecar.grpc_port
-                    };
-                    let r = load::run(&s, port, sidecar.grpc_port).await?;
+                    let r = load::run(load, call).await?;
                     let cpu = sidecar.cpu_seconds()? - cpu_before;
-                    report
-                        .rows
-                        .push(Row::new("mecha", store, &s, &r, Some(cpu)));
+                    report.rows.push(Row::new("mecha", store, protocol, op.name(), load, &r, Some(cpu)));
+                }
+                let direct = match *store {
+                    "state.redis" => Some(("direct redis", direct::redis(&redis, op).await?)),
+                    "state.postgresql" => {
+                        let conns = u32::try_from(concurrency).unwrap_or(16);
+                        Some(("direct sqlx", direct::postgres(&postgres, &pg_table, op, conns).await?))
+                    }
+                    _ => None,
+                };
+                if let Some((target, call)) = direct {
+                    eprintln!("{store}: {target} {} at concurrency {concurrency} …", op.name());
+                    let r = load::run(load, call).await?;
+                    report.rows.push(Row::new(target, store, "native", op.name(), load, &r, None));
                 }
             }
         }
-        report
-            .peak_rss_kb
-            .push((store.to_string(), sidecar.peak_rss_kb()?));
+        report.peak_rss_kb.push((store.to_string(), sidecar.peak_rss_kb()?));
     }
+    drop_pg_table(&postgres, &pg_table).await;
 
     eprintln!("Footprint and start-up …");
     report.footprint = Some(Footprint::measure(mecha, if quick { 5 } else { 20 }).await?);
     report.write(out)?;
     eprintln!("Wrote {}", out.display());
     Ok(())
+}
+
+async fn drop_pg_table(url: &str, table: &str) {
+    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}"))).execute(&pool).await;
+    }
 }

@@ -26,21 +26,26 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Writes a resources folder with one `statestore` of `store_type`.
-fn resources(dir: &Path, store_type: &str) -> anyhow::Result<PathBuf> {
+/// Writes a resources folder with one `statestore` of `store_type` and `metadata`; a SQLite
+/// store gets a file in `dir`.
+fn resources(dir: &Path, store_type: &str, metadata: &[(&str, String)]) -> anyhow::Result<PathBuf> {
     let res = dir.join("resources");
     std::fs::create_dir_all(&res)?;
-    let metadata = if store_type == "state.sqlite" {
-        format!(
-            "\n  - name: connectionString\n    value: \"{}\"",
-            dir.join("state.db").display()
-        )
-    } else {
-        " []".to_owned()
-    };
-    let yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: {store_type}\n  version: v1\n  metadata:{metadata}\n"
+    let mut items: Vec<(&str, String)> = metadata.to_vec();
+    if store_type == "state.sqlite" {
+        items.push(("connectionString", dir.join("state.db").display().to_string()));
+    }
+    let mut yaml = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: {store_type}\n  version: v1\n  metadata:"
     );
+    if items.is_empty() {
+        yaml.push_str(" []\n");
+    } else {
+        yaml.push('\n');
+        for (k, v) in items {
+            yaml.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+        }
+    }
     std::fs::write(res.join("statestore.yaml"), yaml)?;
     Ok(res)
 }
@@ -124,9 +129,13 @@ impl Drop for BareServer {
 }
 
 impl Sidecar {
-    pub(crate) async fn start(mecha: &Path, store_type: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        mecha: &Path,
+        store_type: &str,
+        metadata: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let res = resources(dir.path(), store_type)?;
+        let res = resources(dir.path(), store_type, metadata)?;
         let (http_port, grpc_port) = (free_port()?, free_port()?);
         let child = spawn_sidecar(mecha, &res, http_port, grpc_port)?;
         let s = Self {
@@ -180,7 +189,7 @@ impl Drop for Sidecar {
 /// Time from `spawn` to the first 204 of `/v1.0/healthz/outbound`, with a SQLite store.
 pub(crate) async fn time_to_healthy(mecha: &Path) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let res = resources(dir.path(), "state.sqlite")?;
+    let res = resources(dir.path(), "state.sqlite", &[])?;
     let (http, grpc) = (free_port()?, free_port()?);
     let start = Instant::now();
     let mut child = spawn_sidecar(mecha, &res, http, grpc)?;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::load::{Outcome, Scenario};
+use crate::load::{Load, Outcome};
 
 const HISTORY_MARK: &str = "<!-- history rows -->";
 
@@ -44,7 +44,9 @@ impl Row {
     pub(crate) fn new(
         target: &str,
         store: &str,
-        s: &Scenario,
+        protocol: &'static str,
+        op: &'static str,
+        load: Load,
         o: &Outcome,
         cpu: Option<f64>,
     ) -> Self {
@@ -52,9 +54,9 @@ impl Row {
         Self {
             target: target.into(),
             store: store.into(),
-            protocol: s.protocol.name(),
-            op: s.op.name(),
-            concurrency: s.concurrency,
+            protocol,
+            op,
+            concurrency: load.concurrency,
             p50_us: o.latency_us.value_at_quantile(0.50),
             p99_us: o.latency_us.value_at_quantile(0.99),
             rps: count as f64 / o.elapsed.as_secs_f64(),
@@ -71,7 +73,7 @@ impl Footprint {
             times.push(crate::procs::time_to_healthy(mecha).await?);
         }
         times.sort();
-        let sidecar = crate::procs::Sidecar::start(mecha, "state.sqlite").await?;
+        let sidecar = crate::procs::Sidecar::start(mecha, "state.sqlite", &[]).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss_kb = sidecar.rss_kb()?;
         Ok(Self {
@@ -188,6 +190,27 @@ impl Report {
                 s,
                 "- Added latency of a state GET on `state.in-memory` over a bare HTTP round trip, concurrency 1: **{p50} µs p50**, {p99} µs p99 (target ≤ 40 µs p50)."
             )?;
+        }
+        for (store, direct) in [("state.redis", "direct redis"), ("state.postgresql", "direct sqlx")] {
+            for op in ["GET", "SAVE"] {
+                for protocol in ["HTTP", "gRPC"] {
+                    let (Some(m1), Some(d1), Some(m16), Some(d16)) = (
+                        self.find("mecha", store, protocol, op, 1),
+                        self.find(direct, store, "native", op, 1),
+                        self.find("mecha", store, protocol, op, 16),
+                        self.find(direct, store, "native", op, 16),
+                    ) else {
+                        continue;
+                    };
+                    writeln!(
+                        s,
+                        "- `{store}` {op} over {protocol} vs the same operation with the store's client ({direct}): added **{} µs p50**, {} µs p99 at concurrency 1 (target ≤ 60 µs p50); throughput at concurrency 16 is {:.0}% of direct.",
+                        m1.p50_us as i64 - d1.p50_us as i64,
+                        m1.p99_us as i64 - d1.p99_us as i64,
+                        100.0 * m16.rps / d16.rps.max(1.0),
+                    )?;
+                }
+            }
         }
         for (store, kb) in &self.peak_rss_kb {
             writeln!(

@@ -272,6 +272,7 @@ impl Resource {
             secret_store: doc
                 .pointer("/auth/secretStore")
                 .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
                 .map(Into::into),
             source: source.to_owned(),
         }))
@@ -381,7 +382,11 @@ impl MetadataItem {
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("metadata '{name}': secretKeyRef needs a name"))?;
-            let key = r.get("key").and_then(Value::as_str).unwrap_or(secret);
+            let key = r
+                .get("key")
+                .and_then(Value::as_str)
+                .filter(|k| !k.is_empty())
+                .unwrap_or(secret);
             MetadataValue::SecretKeyRef {
                 name: secret.to_owned(),
                 key: key.to_owned(),

@@ -77,7 +77,7 @@ impl SecretsService {
         }
         s.get_secret(key, metadata)
             .await
-            .map_err(|e| get_error(store, e))
+            .map_err(|e| get_error(store, Some(key), e))
     }
 
     /// Reads every secret the scopes allow.
@@ -90,7 +90,7 @@ impl SecretsService {
         let mut all = s
             .bulk_get_secret(metadata)
             .await
-            .map_err(|e| get_error(store, e))?;
+            .map_err(|e| get_error(store, None, e))?;
         all.retain(|name, _| self.allowed(store, name));
         Ok(all)
     }
@@ -103,11 +103,16 @@ impl SecretsService {
     }
 }
 
-fn get_error(store: &str, e: mecha_core::secretstores::SecretError) -> ApiError {
+/// `ERR_SECRET_GET`, worded as Dapr words it for one secret (`key`) or for a bulk read.
+fn get_error(store: &str, key: Option<&str>, e: mecha_core::secretstores::SecretError) -> ApiError {
+    let message = match key {
+        Some(key) => format!("failed getting secret with key {key} from secret store {store}: {e}"),
+        None => format!("failed getting secrets from secret store {store}: {e}"),
+    };
     ApiError::new(
         "ERR_SECRET_GET",
         StatusCode::INTERNAL_SERVER_ERROR,
         Code::Internal,
-        format!("failed getting secret with key from secret store {store}: {e}"),
+        message,
     )
 }

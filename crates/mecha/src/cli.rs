@@ -20,8 +20,8 @@ pub(crate) enum Command {
     /// Run a sidecar and, optionally, an app next to it, as `dapr run` does.
     ///
     /// Without --resources-path, the components in ~/.mecha/components are used; when that
-    /// folder does not exist it is created with the embedded default: a `statestore` on the
-    /// SQLite file ~/.mecha/state.db. The app gets DAPR_HTTP_PORT, DAPR_GRPC_PORT, APP_ID and
+    /// folder does not exist it is created with the embedded default: a `statestore` and a
+    /// `lockstore` on the SQLite file ~/.mecha/state.db. The app gets DAPR_HTTP_PORT, DAPR_GRPC_PORT, APP_ID and
     /// APP_PORT in its environment; `mecha run` exits with the app's exit code.
     Run(RunArgs),
     /// List the component types this build contains.

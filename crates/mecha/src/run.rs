@@ -28,6 +28,20 @@ spec:
     value: \"true\"
 ";
 
+/// The embedded default lock store, on the same file.
+const DEFAULT_LOCKSTORE: &str = "\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: lockstore
+spec:
+  type: lock.sqlite
+  version: v1
+  metadata:
+  - name: connectionString
+    value: \"{db}\"
+";
+
 /// Runs the sidecar and the app; returns the app's exit code.
 pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&args.sidecar.log_level, args.sidecar.log_as_json)?;
@@ -127,17 +141,18 @@ fn default_resources() -> anyhow::Result<PathBuf> {
     if !dir.exists() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let db = home.join("state.db");
-        let file = dir.join("statestore.yaml");
-        std::fs::write(
-            &file,
-            DEFAULT_STATESTORE.replace("{db}", &db.display().to_string()),
-        )
-        .with_context(|| format!("cannot write {}", file.display()))?;
+        let db = home.join("state.db").display().to_string();
+        for (name, template) in
+            [("statestore.yaml", DEFAULT_STATESTORE), ("lockstore.yaml", DEFAULT_LOCKSTORE)]
+        {
+            let file = dir.join(name);
+            std::fs::write(&file, template.replace("{db}", &db))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
         tracing::info!(
             folder = %dir.display(),
-            database = %db.display(),
-            "Wrote the embedded default components (statestore on SQLite)"
+            database = %db,
+            "Wrote the embedded default components (statestore and lockstore on SQLite)"
         );
     } else {
         tracing::info!(folder = %dir.display(), "Using the components in the default folder");

@@ -5,11 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod configuration;
 mod grpc_api;
 mod http_api;
 mod lifecycle;
 mod lock;
+mod mysql_outage;
+mod postgres_outage;
 mod python_sdk;
+mod redis_outage;
+mod secrets;
 
 /// The binary under test.
 pub(crate) const MECHA: &str = env!("CARGO_BIN_EXE_mecha");

@@ -174,3 +174,77 @@ async fn lock_api_on_sqlite() {
     let sidecar = MechaProcess::builder(crate::MECHA).resources(resources.path()).start().await;
     run_script(&sidecar, "lock_sdk.py", &[("LOCK_STORE", "lockstore")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_api_on_redis() {
+    let redis = std::env::var("MECHA_TEST_REDIS_URL").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let (host, port) = redis.rsplit_once(':').unwrap_or_else(|| panic!("bad redis address {redis}"));
+    let resources = ResourcesDir::new().with(
+        "config.yaml",
+        &component("configstore", "configuration.redis", &[("redisHost", &redis)]),
+    );
+    let sidecar = MechaProcess::builder(crate::MECHA).resources(resources.path()).start().await;
+    let set = format!("redis-cli -h {host} -p {port} SET {{key}} {{value}}");
+    run_script(&sidecar, "config_sdk.py", &[("CONFIG_STORE", "configstore"), ("SET_COMMAND", &set)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_api_on_local_stores() {
+    let resources = ResourcesDir::new();
+    let file = resources.path().join("secrets.json");
+    let file = file
+        .to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 temp path {}", file.display()))
+        .to_owned();
+    resources.write(
+        "secrets.json",
+        r#"{"db": {"user": "u", "pass": "p"}, "token": "t", "unicode": "wörld ✓"}"#,
+    );
+    let local_file = "secretstores.local.file";
+    resources.write(
+        "filestore.yaml",
+        &component("filestore", local_file, &[("secretsFile", &file)]),
+    );
+    resources.write(
+        "multistore.yaml",
+        &component(
+            "multistore",
+            local_file,
+            &[("secretsFile", &file), ("multiValued", "true")],
+        ),
+    );
+    resources.write(
+        "envstore.yaml",
+        &component(
+            "envstore",
+            "secretstores.local.env",
+            &[("prefix", "PY_SDK_SECRET_")],
+        ),
+    );
+    let config = ResourcesDir::new().with(
+        "config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: scopes\nspec:\n  \
+         secrets:\n    scopes:\n    - storeName: filestore\n      defaultAccess: deny\n      \
+         allowedSecrets: [token, \"db:user\", unicode]\n    - storeName: envstore\n      \
+         deniedSecrets: [API_KEY]\n",
+    );
+    let config_file = config.path().join("config.yaml").display().to_string();
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .app_id(APP_ID)
+        .resources(resources.path())
+        .args(["--config", &config_file])
+        .env("PY_SDK_SECRET_API_KEY", "k")
+        .env("PY_SDK_SECRET_OTHER", "o")
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "secrets_sdk.py",
+        &[
+            ("FILE_STORE", "filestore"),
+            ("MULTI_STORE", "multistore"),
+            ("ENV_STORE", "envstore"),
+        ],
+    )
+    .await;
+}
