@@ -7,7 +7,8 @@ use std::time::Duration;
 use mecha_core::component::ComponentError;
 use mecha_core::state::{Query, StateError};
 
-use super::connection::{Connection, TableName, parse_keyword_value};
+use super::connection::conninfo::parse_keyword_value;
+use super::connection::{Connection, TableName};
 use super::query::{Param, Translated};
 use super::{json_text, parse_etag};
 

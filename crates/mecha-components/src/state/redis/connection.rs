@@ -84,6 +84,9 @@ pub(super) struct ConnectionMetadata {
     pub(super) password: Option<String>,
     /// `redisDB`: the database selected after connecting. Default 0.
     pub(super) db: i64,
+    /// `enableTLS`: connect over TLS. As in Dapr, the server's certificate is not verified
+    /// (Dapr sets `InsecureSkipVerify` from this flag). Default false.
+    pub(super) tls: bool,
     /// `dialTimeout`: the limit on establishing a connection. Default 5s.
     pub(super) dial_timeout: Duration,
     /// `readTimeout` / `writeTimeout`: the limit on a command; `None` when both are `-1`.
@@ -148,6 +151,7 @@ impl ConnectionMetadata {
             username: text(REDIS_USERNAME),
             password: text(REDIS_PASSWORD),
             db,
+            tls: md.bool(ENABLE_TLS, false)?,
             dial_timeout: dial_timeout.flatten().unwrap_or(Duration::from_secs(5)),
             command_timeout: read_timeout.max(write_timeout),
             max_retries,
@@ -167,7 +171,20 @@ impl ConnectionMetadata {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        let info: ConnectionInfo = ConnectionAddr::Tcp(self.host.clone(), self.port)
+        let addr = if self.tls {
+            // rustls needs a process-wide crypto provider; the ring one is the build's only
+            // provider. Installing it twice is harmless (the second call is refused).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: true,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let info: ConnectionInfo = addr
             .into_connection_info()
             .map_err(|e| ComponentError::Init(format!("redis: {e}")))?
             .set_redis_settings(redis);
@@ -292,12 +309,6 @@ fn refuse_unsupported(init: &ComponentInit) -> Result<(), ComponentError> {
         return Err(invalid(
             USE_ENTRA_ID,
             "Entra ID authentication is not supported".into(),
-        ));
-    }
-    if md.bool(ENABLE_TLS, false)? {
-        return Err(invalid(
-            ENABLE_TLS,
-            "TLS connections to Redis are not supported by this build".into(),
         ));
     }
     Ok(())
