@@ -41,8 +41,16 @@ pub(crate) async fn redis(url: &str, op: Op) -> anyhow::Result<Call> {
 
 /// PostgreSQL: the `state.postgresql` table (`key`, `value` jsonb, `isbinary`, dates), ETag
 /// from `xmin`.
-pub(crate) async fn postgres(url: &str, table: &str, op: Op, connections: u32) -> anyhow::Result<Call> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(connections).connect(url).await?;
+pub(crate) async fn postgres(
+    url: &str,
+    table: &str,
+    op: Op,
+    connections: u32,
+) -> anyhow::Result<Call> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(url)
+        .await?;
     let get = Arc::new(format!(
         "SELECT value, xmin::text FROM {table} WHERE key = $1 AND (expiredate IS NULL OR expiredate > now())"
     ));

@@ -56,12 +56,23 @@ impl Op {
 }
 
 fn item(key: &str) -> StateItem {
-    StateItem { key: key.into(), value: VALUE.as_bytes().to_vec(), ..Default::default() }
+    StateItem {
+        key: key.into(),
+        value: VALUE.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 /// Runs `call` from `load.concurrency` workers for `load.duration`, after a 300 ms warm-up.
 pub(crate) async fn run(load: Load, call: Call) -> anyhow::Result<Outcome> {
-    drive(Load { duration: Duration::from_millis(300), ..load }, call.clone()).await?;
+    drive(
+        Load {
+            duration: Duration::from_millis(300),
+            ..load
+        },
+        call.clone(),
+    )
+    .await?;
     drive(load, call).await
 }
 
@@ -90,13 +101,19 @@ async fn drive(load: Load, call: Call) -> anyhow::Result<Outcome> {
         latency_us.add(h)?;
         errors += e;
     }
-    Ok(Outcome { latency_us, errors, elapsed: start.elapsed() })
+    Ok(Outcome {
+        latency_us,
+        errors,
+        elapsed: start.elapsed(),
+    })
 }
 
 fn http_client(concurrency: usize) -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(concurrency).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build(connector)
 }
 
 async fn send(c: &Client<HttpConnector, Full<Bytes>>, req: http::Request<Full<Bytes>>) -> bool {
@@ -113,7 +130,9 @@ pub(crate) fn bare_get(port: u16, concurrency: usize) -> Call {
     Arc::new(move |_| {
         let (c, url) = (c.clone(), url.clone());
         Box::pin(async move {
-            let Ok(req) = http::Request::get(url).body(Full::default()) else { return false };
+            let Ok(req) = http::Request::get(url).body(Full::default()) else {
+                return false;
+            };
             send(&c, req).await
         })
     })
@@ -130,7 +149,9 @@ pub(crate) fn http_state(port: u16, op: Op, concurrency: usize) -> Call {
                 Op::Get => http::Request::get(format!("{base}/k")).body(Full::default()),
                 Op::Save => http::Request::post(base)
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(format!(r#"[{{"key":"w{worker}","value":{VALUE}}}]"#)))),
+                    .body(Full::new(Bytes::from(format!(
+                        r#"[{{"key":"w{worker}","value":{VALUE}}}]"#
+                    )))),
             };
             let Ok(req) = req else { return false };
             send(&c, req).await
@@ -146,11 +167,18 @@ pub(crate) async fn grpc_state(port: u16, op: Op) -> anyhow::Result<Call> {
         Box::pin(async move {
             match op {
                 Op::Get => c
-                    .get_state(GetStateRequest { store_name: "statestore".into(), key: "k".into(), ..Default::default() })
+                    .get_state(GetStateRequest {
+                        store_name: "statestore".into(),
+                        key: "k".into(),
+                        ..Default::default()
+                    })
                     .await
                     .is_ok(),
                 Op::Save => c
-                    .save_state(SaveStateRequest { store_name: "statestore".into(), states: vec![item(&format!("w{worker}"))] })
+                    .save_state(SaveStateRequest {
+                        store_name: "statestore".into(),
+                        states: vec![item(&format!("w{worker}"))],
+                    })
                     .await
                     .is_ok(),
             }
@@ -161,7 +189,11 @@ pub(crate) async fn grpc_state(port: u16, op: Op) -> anyhow::Result<Call> {
 /// Saves the key every GET scenario reads.
 pub(crate) async fn prepare(grpc_port: u16) -> anyhow::Result<()> {
     let mut c = DaprClient::connect(format!("http://127.0.0.1:{grpc_port}")).await?;
-    c.save_state(SaveStateRequest { store_name: "statestore".into(), states: vec![item("k")] }).await?;
+    c.save_state(SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("k")],
+    })
+    .await?;
     Ok(())
 }
 
@@ -173,9 +205,13 @@ pub(crate) async fn bare_server(port: u16) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(|_req| async {
-                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(VALUE.as_bytes()))))
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                    VALUE.as_bytes(),
+                ))))
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
         });
     }
 }

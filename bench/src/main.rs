@@ -36,22 +36,34 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("all") => {
             let quick = args.iter().any(|a| a == "--quick");
-            let mecha = flag(&args, "--mecha").map(PathBuf::from).unwrap_or(default_mecha()?);
-            let out = flag(&args, "--out").map(PathBuf::from).unwrap_or_else(|| "bench/RESULTS.md".into());
+            let mecha = flag(&args, "--mecha")
+                .map(PathBuf::from)
+                .unwrap_or(default_mecha()?);
+            let out = flag(&args, "--out")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "bench/RESULTS.md".into());
             all(&mecha, &out, quick).await
         }
-        _ => bail!("usage: mecha-bench all [--quick] [--mecha PATH] [--out FILE] | bare-server PORT"),
+        _ => {
+            bail!("usage: mecha-bench all [--quick] [--mecha PATH] [--out FILE] | bare-server PORT")
+        }
     }
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 fn default_mecha() -> anyhow::Result<PathBuf> {
     let p = PathBuf::from("target/release/mecha");
     if !p.exists() {
-        bail!("{} not found: build it with `cargo build --release -p mecha`", p.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p mecha`",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -61,18 +73,30 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
-    let duration = if quick { Duration::from_secs(2) } else { Duration::from_secs(10) };
+    let duration = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    };
     let mut report = Report::new(quick, duration);
     let redis = env_or("MECHA_TEST_REDIS_URL", "127.0.0.1:6379");
-    let postgres = env_or("MECHA_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let postgres = env_or(
+        "MECHA_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
     let pg_table = format!("bench_state_{}", std::process::id());
 
     eprintln!("Bare HTTP round trip (baseline) …");
     let bare = procs::BareServer::start().await?;
     for &concurrency in CONCURRENCIES {
-        let load = Load { concurrency, duration };
+        let load = Load {
+            concurrency,
+            duration,
+        };
         let r = load::run(load, load::bare_get(bare.port, concurrency)).await?;
-        report.rows.push(Row::new("bare HTTP", "-", "HTTP", "GET", load, &r, None));
+        report
+            .rows
+            .push(Row::new("bare HTTP", "-", "HTTP", "GET", load, &r, None));
     }
     drop(bare);
 
@@ -80,16 +104,28 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
         ("state.in-memory", vec![]),
         ("state.sqlite", vec![]),
         ("state.redis", vec![("redisHost", redis.clone())]),
-        ("state.postgresql", vec![("connectionString", postgres.clone()), ("tableName", pg_table.clone())]),
+        (
+            "state.postgresql",
+            vec![
+                ("connectionString", postgres.clone()),
+                ("tableName", pg_table.clone()),
+            ],
+        ),
     ];
     for (store, metadata) in &stores {
         let sidecar = Sidecar::start(mecha, store, metadata).await?;
         load::prepare(sidecar.grpc_port).await?;
         for op in [Op::Get, Op::Save] {
             for &concurrency in CONCURRENCIES {
-                let load = Load { concurrency, duration };
+                let load = Load {
+                    concurrency,
+                    duration,
+                };
                 for protocol in ["HTTP", "gRPC"] {
-                    eprintln!("{store}: {protocol} {} at concurrency {concurrency} …", op.name());
+                    eprintln!(
+                        "{store}: {protocol} {} at concurrency {concurrency} …",
+                        op.name()
+                    );
                     let call = match protocol {
                         "HTTP" => load::http_state(sidecar.http_port, op, concurrency),
                         _ => load::grpc_state(sidecar.grpc_port, op).await?,
@@ -97,24 +133,42 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
                     let cpu_before = sidecar.cpu_seconds()?;
                     let r = load::run(load, call).await?;
                     let cpu = sidecar.cpu_seconds()? - cpu_before;
-                    report.rows.push(Row::new("mecha", store, protocol, op.name(), load, &r, Some(cpu)));
+                    report.rows.push(Row::new(
+                        "mecha",
+                        store,
+                        protocol,
+                        op.name(),
+                        load,
+                        &r,
+                        Some(cpu),
+                    ));
                 }
                 let direct = match *store {
                     "state.redis" => Some(("direct redis", direct::redis(&redis, op).await?)),
                     "state.postgresql" => {
                         let conns = u32::try_from(concurrency).unwrap_or(16);
-                        Some(("direct sqlx", direct::postgres(&postgres, &pg_table, op, conns).await?))
+                        Some((
+                            "direct sqlx",
+                            direct::postgres(&postgres, &pg_table, op, conns).await?,
+                        ))
                     }
                     _ => None,
                 };
                 if let Some((target, call)) = direct {
-                    eprintln!("{store}: {target} {} at concurrency {concurrency} …", op.name());
+                    eprintln!(
+                        "{store}: {target} {} at concurrency {concurrency} …",
+                        op.name()
+                    );
                     let r = load::run(load, call).await?;
-                    report.rows.push(Row::new(target, store, "native", op.name(), load, &r, None));
+                    report
+                        .rows
+                        .push(Row::new(target, store, "native", op.name(), load, &r, None));
                 }
             }
         }
-        report.peak_rss_kb.push((store.to_string(), sidecar.peak_rss_kb()?));
+        report
+            .peak_rss_kb
+            .push((store.to_string(), sidecar.peak_rss_kb()?));
     }
     drop_pg_table(&postgres, &pg_table).await;
 
@@ -126,7 +180,13 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
 }
 
 async fn drop_pg_table(url: &str, table: &str) {
-    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}"))).execute(&pool).await;
+    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+    {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&pool)
+            .await;
     }
 }

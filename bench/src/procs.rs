@@ -33,7 +33,10 @@ fn resources(dir: &Path, store_type: &str, metadata: &[(&str, String)]) -> anyho
     std::fs::create_dir_all(&res)?;
     let mut items: Vec<(&str, String)> = metadata.to_vec();
     if store_type == "state.sqlite" {
-        items.push(("connectionString", dir.join("state.db").display().to_string()));
+        items.push((
+            "connectionString",
+            dir.join("state.db").display().to_string(),
+        ));
     }
     let mut yaml = format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: {store_type}\n  version: v1\n  metadata:"

@@ -191,7 +191,10 @@ impl Report {
                 "- Added latency of a state GET on `state.in-memory` over a bare HTTP round trip, concurrency 1: **{p50} µs p50**, {p99} µs p99 (target ≤ 40 µs p50)."
             )?;
         }
-        for (store, direct) in [("state.redis", "direct redis"), ("state.postgresql", "direct sqlx")] {
+        for (store, direct) in [
+            ("state.redis", "direct redis"),
+            ("state.postgresql", "direct sqlx"),
+        ] {
             for op in ["GET", "SAVE"] {
                 for protocol in ["HTTP", "gRPC"] {
                     let (Some(m1), Some(d1), Some(m16), Some(d16)) = (

@@ -11,7 +11,11 @@ use mecha_core::lock::LockStore;
 
 fn init(file: &std::path::Path) -> ComponentInit {
     let md = HashMap::from([("connectionString".to_owned(), file.display().to_string())]);
-    ComponentInit { name: "lockstore".into(), metadata: Metadata::new(md), app_id: "app".into() }
+    ComponentInit {
+        name: "lockstore".into(),
+        metadata: Metadata::new(md),
+        app_id: "app".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,8 +39,17 @@ async fn two_stores_on_one_file_exclude_each_other() {
     let hold = Duration::from_secs(30);
     let attempts = (0..20).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        async move { store.try_lock("shared", &format!("owner-{i}"), hold).await.unwrap() }
+        async move {
+            store
+                .try_lock("shared", &format!("owner-{i}"), hold)
+                .await
+                .unwrap()
+        }
     });
-    let wins = futures::future::join_all(attempts).await.into_iter().filter(|w| *w).count();
+    let wins = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
     assert_eq!(wins, 1);
 }

@@ -413,7 +413,17 @@ async fn enable_tls_connects_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -423,10 +433,28 @@ async fn enable_tls_connects_over_tls() {
         .status()
         .expect("openssl runs");
     assert!(made.success(), "openssl could not make a certificate");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut server = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--tls-auth-clients", "no"])
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
         .arg("--tls-cert-file")
         .arg(&cert)
         .arg("--tls-key-file")
@@ -438,18 +466,35 @@ async fn enable_tls_connects_over_tls() {
         .spawn()
         .expect("redis-server runs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "TLS redis-server did not start");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS redis-server did not start"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let address = format!("127.0.0.1:{port}");
     let store = state_at(&address, &[("enableTLS", "true")]).await;
-    let set = SetRequest { key: "tls-key".into(), value: "over-tls".into(), ..Default::default() };
+    let set = SetRequest {
+        key: "tls-key".into(),
+        value: "over-tls".into(),
+        ..Default::default()
+    };
     store.set(&set).await.unwrap();
-    let got = store.get(&GetRequest { key: "tls-key".into(), ..Default::default() }).await.unwrap();
+    let got = store
+        .get(&GetRequest {
+            key: "tls-key".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(got.unwrap().data, "over-tls");
     // Without TLS the same server refuses to talk.
-    let plain = RedisStateStore::create(init(&[("redisHost", &address), ("dialTimeout", "1s")])).await;
+    let plain =
+        RedisStateStore::create(init(&[("redisHost", &address), ("dialTimeout", "1s")])).await;
     assert!(plain.is_err(), "a plain connection to a TLS port must fail");
     let _ = server.kill();
     let _ = server.wait();

@@ -61,9 +61,20 @@ where
         .get(&[k1.clone(), k2.clone(), absent.clone()], &no_metadata())
         .await
         .unwrap_or_else(|e| panic!("check `get_keys`: get failed: {e}"));
-    assert_eq!(got.get(&k1).map(|i| i.value.as_str()), Some("v1"), "check `get_keys`");
-    assert_eq!(got.get(&k2).map(|i| i.value.as_str()), Some("v2"), "check `get_keys`");
-    assert!(!got.contains_key(&absent), "check `get_keys`: absent keys are left out");
+    assert_eq!(
+        got.get(&k1).map(|i| i.value.as_str()),
+        Some("v1"),
+        "check `get_keys`"
+    );
+    assert_eq!(
+        got.get(&k2).map(|i| i.value.as_str()),
+        Some("v2"),
+        "check `get_keys`"
+    );
+    assert!(
+        !got.contains_key(&absent),
+        "check `get_keys`: absent keys are left out"
+    );
     writer(k1, None).await;
     writer(k2, None).await;
 }
@@ -80,7 +91,11 @@ where
         .get(&[], &no_metadata())
         .await
         .unwrap_or_else(|e| panic!("check `get_all`: get failed: {e}"));
-    assert_eq!(got.get(&k).map(|i| i.value.as_str()), Some("x"), "check `get_all`");
+    assert_eq!(
+        got.get(&k).map(|i| i.value.as_str()),
+        Some("x"),
+        "check `get_all`"
+    );
     writer(k, None).await;
 }
 
@@ -88,7 +103,9 @@ async fn next_for(updates: &mut ConfigurationUpdates, key: &str, check: &str) ->
     loop {
         let update = tokio::time::timeout(UPDATE_TIMEOUT, updates.next())
             .await
-            .unwrap_or_else(|_| panic!("check `{check}`: no update for {key} within {UPDATE_TIMEOUT:?}"))
+            .unwrap_or_else(|_| {
+                panic!("check `{check}`: no update for {key} within {UPDATE_TIMEOUT:?}")
+            })
             .unwrap_or_else(|| panic!("check `{check}`: the update stream ended"));
         for (k, item) in update {
             assert!(
@@ -114,10 +131,16 @@ where
         .await
         .unwrap_or_else(|e| panic!("check `subscribe_updates`: subscribe failed: {e}"));
     writer(watched.clone(), Some("a".into())).await;
-    assert_eq!(next_for(&mut updates, &watched, "subscribe_updates").await, "a");
+    assert_eq!(
+        next_for(&mut updates, &watched, "subscribe_updates").await,
+        "a"
+    );
     writer(other.clone(), Some("ignored".into())).await;
     writer(watched.clone(), Some("b".into())).await;
-    assert_eq!(next_for(&mut updates, &watched, "subscribe_updates").await, "b");
+    assert_eq!(
+        next_for(&mut updates, &watched, "subscribe_updates").await,
+        "b"
+    );
     drop(updates);
     writer(watched, None).await;
     writer(other, None).await;
@@ -136,5 +159,9 @@ where
         .await
         .unwrap_or_else(|e| panic!("check `subscribe_deletes`: subscribe failed: {e}"));
     writer(k.clone(), None).await;
-    assert_eq!(next_for(&mut updates, &k, "subscribe_deletes").await, "", "check `subscribe_deletes`");
+    assert_eq!(
+        next_for(&mut updates, &k, "subscribe_deletes").await,
+        "",
+        "check `subscribe_deletes`"
+    );
 }

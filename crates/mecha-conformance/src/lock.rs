@@ -30,7 +30,13 @@ where
             }
         )+};
     }
-    checks!(lock_and_unlock, unlock_absent, expiry, contention, independent_resources);
+    checks!(
+        lock_and_unlock,
+        unlock_absent,
+        expiry,
+        contention,
+        independent_resources
+    );
 }
 
 fn resource() -> String {
@@ -52,22 +58,42 @@ async fn unlock(s: &dyn LockStore, r: &str, owner: &str) -> UnlockStatus {
 /// One owner holds the lock until it unlocks; others cannot take or release it.
 pub async fn lock_and_unlock(s: &dyn LockStore) {
     let r = resource();
-    assert!(lock(s, &r, "a", HOLD).await, "check `lock_and_unlock`: a free lock must be taken");
-    assert!(!lock(s, &r, "b", HOLD).await, "check `lock_and_unlock`: a held lock must refuse b");
-    assert!(!lock(s, &r, "a", HOLD).await, "check `lock_and_unlock`: locks are not re-entrant");
+    assert!(
+        lock(s, &r, "a", HOLD).await,
+        "check `lock_and_unlock`: a free lock must be taken"
+    );
+    assert!(
+        !lock(s, &r, "b", HOLD).await,
+        "check `lock_and_unlock`: a held lock must refuse b"
+    );
+    assert!(
+        !lock(s, &r, "a", HOLD).await,
+        "check `lock_and_unlock`: locks are not re-entrant"
+    );
     assert_eq!(
         unlock(s, &r, "b").await,
         UnlockStatus::LockBelongsToOthers,
         "check `lock_and_unlock`: only the owner may unlock"
     );
-    assert_eq!(unlock(s, &r, "a").await, UnlockStatus::Success, "check `lock_and_unlock`");
+    assert_eq!(
+        unlock(s, &r, "a").await,
+        UnlockStatus::Success,
+        "check `lock_and_unlock`"
+    );
     assert_eq!(
         unlock(s, &r, "a").await,
         UnlockStatus::LockDoesNotExist,
         "check `lock_and_unlock`: a released lock no longer exists"
     );
-    assert!(lock(s, &r, "b", HOLD).await, "check `lock_and_unlock`: a released lock is free");
-    assert_eq!(unlock(s, &r, "b").await, UnlockStatus::Success, "check `lock_and_unlock`");
+    assert!(
+        lock(s, &r, "b", HOLD).await,
+        "check `lock_and_unlock`: a released lock is free"
+    );
+    assert_eq!(
+        unlock(s, &r, "b").await,
+        UnlockStatus::Success,
+        "check `lock_and_unlock`"
+    );
 }
 
 /// Unlocking a lock nobody took gives `LockDoesNotExist`.
@@ -82,22 +108,35 @@ pub async fn unlock_absent(s: &dyn LockStore) {
 /// A lock frees itself after its expiry.
 pub async fn expiry(s: &dyn LockStore) {
     let r = resource();
-    assert!(lock(s, &r, "a", Duration::from_secs(1)).await, "check `expiry`: take");
-    assert!(!lock(s, &r, "b", HOLD).await, "check `expiry`: held before expiry");
+    assert!(
+        lock(s, &r, "a", Duration::from_secs(1)).await,
+        "check `expiry`: take"
+    );
+    assert!(
+        !lock(s, &r, "b", HOLD).await,
+        "check `expiry`: held before expiry"
+    );
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if lock(s, &r, "b", HOLD).await {
             break;
         }
-        assert!(Instant::now() < deadline, "check `expiry`: the lock did not expire after 1 s");
+        assert!(
+            Instant::now() < deadline,
+            "check `expiry`: the lock did not expire after 1 s"
+        );
     }
     assert_eq!(
         unlock(s, &r, "a").await,
         UnlockStatus::LockBelongsToOthers,
         "check `expiry`: the old owner lost the lock"
     );
-    assert_eq!(unlock(s, &r, "b").await, UnlockStatus::Success, "check `expiry`");
+    assert_eq!(
+        unlock(s, &r, "b").await,
+        UnlockStatus::Success,
+        "check `expiry`"
+    );
 }
 
 /// Of 20 concurrent contenders for a free lock, exactly one wins.
@@ -107,15 +146,36 @@ pub async fn contention(s: &dyn LockStore) {
         let r = r.clone();
         async move { lock(s, &r, &format!("owner-{i}"), HOLD).await }
     });
-    let wins = futures::future::join_all(attempts).await.into_iter().filter(|w| *w).count();
-    assert_eq!(wins, 1, "check `contention`: exactly one of 20 contenders must win");
+    let wins = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(
+        wins, 1,
+        "check `contention`: exactly one of 20 contenders must win"
+    );
 }
 
 /// Locks on different resources are independent.
 pub async fn independent_resources(s: &dyn LockStore) {
     let (r1, r2) = (resource(), resource());
-    assert!(lock(s, &r1, "a", HOLD).await, "check `independent_resources`");
-    assert!(lock(s, &r2, "b", HOLD).await, "check `independent_resources`");
-    assert_eq!(unlock(s, &r1, "a").await, UnlockStatus::Success, "check `independent_resources`");
-    assert_eq!(unlock(s, &r2, "b").await, UnlockStatus::Success, "check `independent_resources`");
+    assert!(
+        lock(s, &r1, "a", HOLD).await,
+        "check `independent_resources`"
+    );
+    assert!(
+        lock(s, &r2, "b", HOLD).await,
+        "check `independent_resources`"
+    );
+    assert_eq!(
+        unlock(s, &r1, "a").await,
+        UnlockStatus::Success,
+        "check `independent_resources`"
+    );
+    assert_eq!(
+        unlock(s, &r2, "b").await,
+        UnlockStatus::Success,
+        "check `independent_resources`"
+    );
 }

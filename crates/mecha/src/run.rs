@@ -142,9 +142,10 @@ fn default_resources() -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let db = home.join("state.db").display().to_string();
-        for (name, template) in
-            [("statestore.yaml", DEFAULT_STATESTORE), ("lockstore.yaml", DEFAULT_LOCKSTORE)]
-        {
+        for (name, template) in [
+            ("statestore.yaml", DEFAULT_STATESTORE),
+            ("lockstore.yaml", DEFAULT_LOCKSTORE),
+        ] {
             let file = dir.join(name);
             std::fs::write(&file, template.replace("{db}", &db))
                 .with_context(|| format!("cannot write {}", file.display()))?;

@@ -22,10 +22,7 @@
 //! URL or keyword/value form, `timeout`/`timeoutInSeconds`, `maxConns`,
 //! `connectionMaxIdleTime` or `maxIdleTimeout`, `queryExecMode`…).
 
-#[allow(dead_code, clippy::duplicate_mod)] // Shared with the other PostgreSQL components.
-#[path = "../state/postgresql/connection.rs"]
-mod connection;
-
+use crate::state::postgresql::connection;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -42,7 +39,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
-use self::connection::{CONNECTION_KEYS, Connection, TableName};
+use connection::{CONNECTION_KEYS, Connection, TableName};
 
 const TABLE: &str = "table";
 /// Subscribe request metadata naming the channel to listen on.

@@ -18,15 +18,9 @@
 //! Metadata: the connection keys of every Redis component (`redisHost` required,
 //! `redisPort`, `redisUsername`, `redisPassword`, `redisDB`, `dialTimeout`, `readTimeout`,
 //! `writeTimeout`, `maxRetries`, `maxRetryBackoff`, …; see `state/redis/connection.rs`).
-//! `redisType: cluster`, `failover`, `sentinelMasterName`, `useEntraID` and `enableTLS: true`
-//! are refused.
+//! `redisType: cluster`, `failover`, `sentinelMasterName`, `useEntraID` and are refused.
 
-// Shared with `state.redis`, and compiled into each component so that each builds alone
-// behind its own feature.
-#[allow(clippy::duplicate_mod)]
-#[path = "../state/redis/connection.rs"]
-mod connection;
-
+use crate::state::redis::connection;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +36,7 @@ use mecha_core::state::RequestMetadata;
 use redis::aio::PubSubStream;
 use redis::{Client, Msg, ProtocolVersion, RedisResult};
 
-use self::connection::{CONNECTION_KEYS, ConnectionMetadata, RedisConnection};
+use connection::{CONNECTION_KEYS, ConnectionMetadata, RedisConnection};
 
 /// Separates the value from its version in a stored item.
 const SEPARATOR: &str = "||";

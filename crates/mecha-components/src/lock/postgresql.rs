@@ -15,10 +15,7 @@
 //! keyword/value form, `timeout`/`timeoutInSeconds`, `maxConns`, `connectionMaxIdleTime`…) and
 //! `tableName`.
 
-#[allow(dead_code, clippy::duplicate_mod)] // Shared with the other PostgreSQL components.
-#[path = "../state/postgresql/connection.rs"]
-mod connection;
-
+use crate::state::postgresql::connection;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +26,7 @@ use mecha_core::lock::{LockError, LockStore, UnlockStatus};
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row};
 
-use self::connection::{CONNECTION_KEYS, Connection, TableName};
+use connection::{CONNECTION_KEYS, Connection, TableName};
 
 const TABLE_NAME: &str = "tableName";
 const DEFAULT_TABLE: &str = "locks";

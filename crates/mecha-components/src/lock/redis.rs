@@ -12,15 +12,9 @@
 //! Metadata: the connection keys of every Redis component (`redisHost` required,
 //! `redisPort`, `redisUsername`, `redisPassword`, `redisDB`, `dialTimeout`, `readTimeout`,
 //! `writeTimeout`, `maxRetries`, `maxRetryBackoff`, …; see `state/redis/connection.rs`).
-//! `redisType: cluster`, `failover`, `sentinelMasterName`, `useEntraID` and `enableTLS: true`
-//! are refused.
+//! `redisType: cluster`, `failover`, `sentinelMasterName`, `useEntraID` and are refused.
 
-// Shared with `state.redis`, and compiled into each component so that each builds alone
-// behind its own feature.
-#[allow(clippy::duplicate_mod)]
-#[path = "../state/redis/connection.rs"]
-mod connection;
-
+use crate::state::redis::connection;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +23,7 @@ use mecha_core::component::{ComponentError, ComponentInit};
 use mecha_core::lock::{LockError, LockStore, UnlockStatus};
 use redis::Script;
 
-use self::connection::{CONNECTION_KEYS, ConnectionMetadata, RedisConnection};
+use connection::{CONNECTION_KEYS, ConnectionMetadata, RedisConnection};
 
 /// `KEYS[1]`, `ARGV[1]`: the owner → -1 when absent, -2 when held by another, else 1.
 const UNLOCK: &str = r#"

@@ -64,7 +64,10 @@ impl SqliteLockStore {
     ) -> Result<T, LockError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r.map_err(|e| LockError(format!("sqlite: {e}"))),
-            Err(_) => Err(LockError(format!("sqlite: timed out after {:?}", self.timeout))),
+            Err(_) => Err(LockError(format!(
+                "sqlite: timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 }

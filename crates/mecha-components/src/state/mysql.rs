@@ -1,13 +1,17 @@
 //! `state.mysql` v1: a store in one MySQL or MariaDB table, which several sidecars may share.
 //!
 //! Capabilities: ETAG, TRANSACTIONAL, TTL, QUERY_API (the runtime adds ACTOR). Tested against
-//! MariaDB 10.11 (`tests/mysql.rs`: the `mecha-conformance` state suite, two stores on one
-//! table, and an outage of a private server).
+//! MariaDB 10.11 (`MECHA_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`) and
+//! private `mariadbd` processes by `tests/mysql.rs`: the `mecha-conformance` state suite, two
+//! stores on one table, tables Dapr made, and outages.
 //!
 //! The table is laid out as Dapr's: `id` (primary key), `value` (JSON), `isbinary`,
-//! `insertDate`, `updateDate`, `eTag` (a UUIDv4 per write) and `expiredate`. JSON values are
-//! stored verbatim; other bytes as a base64 JSON string with `isbinary` set, as Dapr does, so
-//! both read each other's rows. Every check (ETag, expiry) happens in the statement that
+//! `insertDate`, `updateDate`, `eTag` (a UUIDv4 per write) and `expiredate`; tables Dapr made
+//! are used as they are (an old one gains `expiredate`). A new table differs in two details:
+//! `id` compares bytes (a binary, no-pad collation, so `a`, `A` and `a ` are three keys) and
+//! `expiredate` keeps milliseconds. JSON values are stored verbatim; other bytes as a base64
+//! JSON string with `isbinary` set, as Dapr does, so both read each other's rows. MySQL
+//! proper normalises JSON text, so there every value is stored as base64. Every check (ETag, expiry) happens in the statement that
 //! writes; a first write deletes an expired row and inserts, failing on a duplicate key.
 //! Expiry uses the server's clock; expired rows are never returned and are deleted every
 //! `cleanupInterval`. A transaction is one SQL transaction. The query API reads the live rows
@@ -19,8 +23,11 @@
 //! `tableName` (`state`), `metadataTableName` (`dapr_metadata`, validated but unused),
 //! `timeoutInSeconds` (per operation, `20`), `cleanupInterval` or `cleanupIntervalInSeconds`
 //! (`1h`; `0` or negative disables it), `maxOpenConns` (`10`), `maxIdleConns` (validated but
-//! unused), `connMaxLifetime` (`30m`), `connMaxIdleTime` (`10m`) and `pemPath` (not supported:
-//! this build has no TLS client, so `tls=true` or `tls=custom` fail to connect).
+//! unused), `connMaxLifetime` (`30m`), `connMaxIdleTime` (`10m`) and `pemPath` (the CA for
+//! `tls=custom`; not supported yet: this build has no TLS client, so `tls=true` or
+//! `tls=custom` fail to connect). Connecting
+//! may take the DSN's `timeout` (`5s`), at most three quarters of the operation timeout: a
+//! server that is down fails operations in that time.
 //! `actorStateStore` and `keyPrefix` belong to the runtime.
 
 mod codec;
@@ -90,18 +97,21 @@ impl MySqlStateStore {
 
     async fn open(init: ComponentInit) -> Result<Arc<Self>, ComponentError> {
         let md = Metadata::parse(&init)?;
-        if let Some(pem_path) = &md.pem_path {
-            tracing::warn!(
-                component = %init.name,
-                pem_path = %pem_path,
-                "Ignoring pemPath: this build has no TLS client for MySQL"
-            );
-        }
         let invalid = |reason: String| ComponentError::InvalidField {
             field: "connectionString",
             reason,
         };
-        let target = dsn::parse(&md.connection_string).map_err(invalid)?;
+        let mut target = dsn::parse(&md.connection_string).map_err(invalid)?;
+        if let Some(pem_path) = &md.pem_path {
+            // Kept for `tls=custom`, as Dapr does; connecting with TLS fails until the
+            // client is built with TLS support.
+            target.options = target.options.ssl_ca(pem_path);
+            tracing::warn!(
+                component = %init.name,
+                pem_path = %pem_path,
+                "pemPath is not supported: this build has no TLS client for MySQL"
+            );
+        }
         let schema = match (&md.schema_name, &target.database) {
             (Some(schema), _) => schema.clone(),
             (None, Some(db)) => metadata::identifier("connectionString", db)?,

@@ -22,12 +22,15 @@
 //! keyword/value form, `timeout`/`timeoutInSeconds`, `maxConns`, `connectionMaxIdleTime`,
 //! `queryExecMode`…), `tableName` (`state`, may be `schema.table`), `metadataTableName`
 //! (validated, unused), `cleanupInterval` or `cleanupIntervalInSeconds` (`1h`; `0` or negative
-//! disables it). `actorStateStore` and `keyPrefix` belong to the runtime. Operations that
-//! cannot reach the server fail with a backend error within `timeout`; the pool reconnects by
-//! itself once the server is back.
+//! disables it). `actorStateStore` and `keyPrefix` belong to the runtime.
+//!
+//! Outages: an operation that cannot reach the server fails with a backend error after at most
+//! `timeout` (sqlx retries refused connections until then, which rides out a quick restart);
+//! pooled connections are checked before use, so the pool recovers by itself once the server is
+//! back.
 
 #[allow(dead_code)] // Shared with the lock and configuration stores; each uses a part.
-mod connection;
+pub(crate) mod connection;
 mod metadata;
 mod query;
 mod sql;

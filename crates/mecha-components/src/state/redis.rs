@@ -17,13 +17,13 @@
 //! `redisPort`, `redisUsername`, `redisPassword`, `redisDB`, `dialTimeout`, `readTimeout`,
 //! `writeTimeout`, `maxRetries`, `maxRetryBackoff`, …; see `redis/connection.rs`), and
 //! `ttlInSeconds`, the default time to live of every write. `redisType: cluster`, `failover`,
-//! `sentinelMasterName`, `useEntraID` and `enableTLS: true` are refused; `queryIndexes` is
+//! `sentinelMasterName` and `useEntraID` are refused; `enableTLS` connects over TLS without
+//! verifying the certificate, as Dapr does; `queryIndexes` is
 //! ignored with a warning (no query API). `actorStateStore` and `keyPrefix` belong to the
 //! runtime.
 
-// Also compiled into `lock.redis` and `configuration.redis` (see there).
-#[allow(clippy::duplicate_mod)]
-mod connection;
+/// The connection shared by every Redis component (`lock.redis` and `configuration.redis` too).
+pub(crate) mod connection;
 mod scripts;
 #[cfg(test)]
 mod tests;

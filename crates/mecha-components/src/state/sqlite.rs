@@ -297,7 +297,10 @@ pub(crate) struct Database {
 /// Opens the database that `md` names.
 async fn open_database(md: &Metadata) -> Result<Database, ComponentError> {
     let target = md.target()?;
-    let parent = target.create_file.as_deref().and_then(std::path::Path::parent);
+    let parent = target
+        .create_file
+        .as_deref()
+        .and_then(std::path::Path::parent);
     if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(parent)
             .await
@@ -333,7 +336,10 @@ pub(crate) async fn open_shared(
 async fn set_journal_mode(pool: &SqlitePool, mode: &str) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let pragma = format!("PRAGMA journal_mode = {mode}");
-    while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str())).execute(&mut *conn).await {
+    while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str()))
+        .execute(&mut *conn)
+        .await
+    {
         if !is_busy(&e) {
             return Err(e);
         }

@@ -140,18 +140,22 @@ async fn listens_on_the_requested_channel() {
     assert_eq!(next(&mut updates).await["k"].value, "via ops");
 
     // Dropping the stream ends the subscription's connection.
-    drop(updates);
     let listening =
         format!("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"{channel}\"'");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(listening.clone()))
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if n == 0 {
-            break;
+    let listeners = || {
+        let (db, sql) = (db.clone(), listening.clone());
+        async move {
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            n
         }
+    };
+    assert_eq!(listeners().await, 1);
+    drop(updates);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listeners().await != 0 {
         assert!(
             Instant::now() < deadline,
             "the listener outlived its stream"

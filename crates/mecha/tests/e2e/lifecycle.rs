@@ -165,7 +165,8 @@ curl -sf "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/state/statestore/a""#;
         "{yaml}"
     );
     assert!(home.path().join(".mecha/state.db").exists());
-    let lock = std::fs::read_to_string(home.path().join(".mecha/components/lockstore.yaml")).unwrap();
+    let lock =
+        std::fs::read_to_string(home.path().join(".mecha/components/lockstore.yaml")).unwrap();
     assert!(lock.contains("lock.sqlite"), "{lock}");
 
     // A second run reuses the folder, and the value is still there.

@@ -19,7 +19,9 @@ async fn lock(c: &Client, p: &MechaProcess, resource: &str, owner: &str, expiry:
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
-    body["success"].as_bool().expect("success is always present")
+    body["success"]
+        .as_bool()
+        .expect("success is always present")
 }
 
 async fn unlock(c: &Client, p: &MechaProcess, resource: &str, owner: &str) -> i64 {
@@ -36,11 +38,21 @@ async fn unlock(c: &Client, p: &MechaProcess, resource: &str, owner: &str) -> i6
 
 async fn two_sidecars(dir: &tempfile::TempDir) -> (MechaProcess, MechaProcess, ResourcesDir) {
     let file = dir.path().join("locks.db").display().to_string();
-    let res = ResourcesDir::new()
-        .with("lock.yaml", &component("lockstore", "lock.sqlite", &[("connectionString", &file)]));
+    let res = ResourcesDir::new().with(
+        "lock.yaml",
+        &component("lockstore", "lock.sqlite", &[("connectionString", &file)]),
+    );
     // Two replicas of one app: same app id, so the same lock keys.
-    let a = MechaProcess::builder(MECHA).app_id("locker").resources(res.path()).start().await;
-    let b = MechaProcess::builder(MECHA).app_id("locker").resources(res.path()).start().await;
+    let a = MechaProcess::builder(MECHA)
+        .app_id("locker")
+        .resources(res.path())
+        .start()
+        .await;
+    let b = MechaProcess::builder(MECHA)
+        .app_id("locker")
+        .resources(res.path())
+        .start()
+        .await;
     (a, b, res)
 }
 
@@ -51,9 +63,17 @@ async fn lock_unlock_statuses_over_http() {
     let c = Client::new();
     assert!(lock(&c, &a, "order-1", "alice", 30).await);
     assert!(!lock(&c, &b, "order-1", "bob", 30).await);
-    assert_eq!(unlock(&c, &b, "order-1", "bob").await, 2, "LOCK_BELONGS_TO_OTHERS");
+    assert_eq!(
+        unlock(&c, &b, "order-1", "bob").await,
+        2,
+        "LOCK_BELONGS_TO_OTHERS"
+    );
     assert_eq!(unlock(&c, &a, "order-1", "alice").await, 0, "SUCCESS");
-    assert_eq!(unlock(&c, &a, "order-1", "alice").await, 1, "LOCK_DOES_NOT_EXIST");
+    assert_eq!(
+        unlock(&c, &a, "order-1", "alice").await,
+        1,
+        "LOCK_DOES_NOT_EXIST"
+    );
     // Expiry is honoured.
     assert!(lock(&c, &a, "order-2", "alice", 1).await);
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -72,7 +92,11 @@ async fn twenty_contenders_on_two_sidecars_never_overlap() {
         let (c, p) = (c.clone(), if i % 2 == 0 { a.clone() } else { b.clone() });
         async move { lock(&c, &p, "race", &format!("owner-{i}"), 30).await }
     });
-    let wins = futures::future::join_all(attempts).await.into_iter().filter(|w| *w).count();
+    let wins = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
     assert_eq!(wins, 1, "exactly one of 20 contenders must win");
 
     // Then contention over time: each contender repeatedly takes the lock, checks it is alone
@@ -87,7 +111,11 @@ async fn twenty_contenders_on_two_sidecars_never_overlap() {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
             while tokio::time::Instant::now() < deadline {
                 if lock(&c, &p, "critical", &owner, 10).await {
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders at once"
+                    );
                     entries.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -101,7 +129,10 @@ async fn twenty_contenders_on_two_sidecars_never_overlap() {
     for t in futures::future::join_all(tasks).await {
         t.unwrap();
     }
-    assert!(entries.load(Ordering::SeqCst) >= 10, "the lock was taken too rarely to prove anything");
+    assert!(
+        entries.load(Ordering::SeqCst) >= 10,
+        "the lock was taken too rarely to prove anything"
+    );
 }
 
 #[tokio::test]
@@ -110,31 +141,79 @@ async fn lock_errors_have_the_reference_codes() {
     let (a, _b, _res) = two_sidecars(&dir).await;
     let c = Client::new();
     let post = |path: &str, body: Value| {
-        c.post(format!("{}/v1.0-alpha1/{path}", a.http_url())).json(&body).send()
+        c.post(format!("{}/v1.0-alpha1/{path}", a.http_url()))
+            .json(&body)
+            .send()
     };
     let code = |r: reqwest::Response| async move {
         let status = r.status();
         let body: Value = r.json().await.unwrap();
-        (status, body["errorCode"].as_str().unwrap_or_default().to_owned())
+        (
+            status,
+            body["errorCode"].as_str().unwrap_or_default().to_owned(),
+        )
     };
     let cases = [
-        ("lock/nostore", json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}), StatusCode::BAD_REQUEST, "ERR_LOCK_STORE_NOT_FOUND"),
-        ("lock/lockstore", json!({"resourceId": "", "lockOwner": "o", "expiryInSeconds": 5}), StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
-        ("lock/lockstore", json!({"resourceId": "r", "lockOwner": "", "expiryInSeconds": 5}), StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
-        ("lock/lockstore", json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 0}), StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
-        ("unlock/lockstore", json!({"resourceId": "r", "lockOwner": ""}), StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
-        ("lock/lockstore", json!({"resourceId": 5}), StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
+        (
+            "lock/nostore",
+            json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}),
+            StatusCode::BAD_REQUEST,
+            "ERR_LOCK_STORE_NOT_FOUND",
+        ),
+        (
+            "lock/lockstore",
+            json!({"resourceId": "", "lockOwner": "o", "expiryInSeconds": 5}),
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "lock/lockstore",
+            json!({"resourceId": "r", "lockOwner": "", "expiryInSeconds": 5}),
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "lock/lockstore",
+            json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 0}),
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "unlock/lockstore",
+            json!({"resourceId": "r", "lockOwner": ""}),
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "lock/lockstore",
+            json!({"resourceId": 5}),
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+        ),
     ];
     for (path, body, status, want) in cases {
-        assert_eq!(code(post(path, body.clone()).await.unwrap()).await, (status, want.to_owned()), "{path} {body}");
+        assert_eq!(
+            code(post(path, body.clone()).await.unwrap()).await,
+            (status, want.to_owned()),
+            "{path} {body}"
+        );
     }
     let none = ResourcesDir::new();
-    let p = MechaProcess::builder(MECHA).resources(none.path()).start().await;
+    let p = MechaProcess::builder(MECHA)
+        .resources(none.path())
+        .start()
+        .await;
     let r = c
         .post(format!("{}/v1.0-alpha1/lock/x", p.http_url()))
         .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}))
         .send()
         .await
         .unwrap();
-    assert_eq!(code(r).await, (StatusCode::INTERNAL_SERVER_ERROR, "ERR_LOCK_STORE_NOT_CONFIGURED".to_owned()));
+    assert_eq!(
+        code(r).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_LOCK_STORE_NOT_CONFIGURED".to_owned()
+        )
+    );
 }

@@ -169,23 +169,42 @@ async fn api_token() {
 async fn lock_api_on_sqlite() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let file = dir.path().join("locks.db").display().to_string();
-    let resources = ResourcesDir::new()
-        .with("lock.yaml", &component("lockstore", "lock.sqlite", &[("connectionString", &file)]));
-    let sidecar = MechaProcess::builder(crate::MECHA).resources(resources.path()).start().await;
+    let resources = ResourcesDir::new().with(
+        "lock.yaml",
+        &component("lockstore", "lock.sqlite", &[("connectionString", &file)]),
+    );
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .resources(resources.path())
+        .start()
+        .await;
     run_script(&sidecar, "lock_sdk.py", &[("LOCK_STORE", "lockstore")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn configuration_api_on_redis() {
     let redis = std::env::var("MECHA_TEST_REDIS_URL").unwrap_or_else(|_| "127.0.0.1:6379".into());
-    let (host, port) = redis.rsplit_once(':').unwrap_or_else(|| panic!("bad redis address {redis}"));
+    let (host, port) = redis
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("bad redis address {redis}"));
     let resources = ResourcesDir::new().with(
         "config.yaml",
-        &component("configstore", "configuration.redis", &[("redisHost", &redis)]),
+        &component(
+            "configstore",
+            "configuration.redis",
+            &[("redisHost", &redis)],
+        ),
     );
-    let sidecar = MechaProcess::builder(crate::MECHA).resources(resources.path()).start().await;
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .resources(resources.path())
+        .start()
+        .await;
     let set = format!("redis-cli -h {host} -p {port} SET {{key}} {{value}}");
-    run_script(&sidecar, "config_sdk.py", &[("CONFIG_STORE", "configstore"), ("SET_COMMAND", &set)]).await;
+    run_script(
+        &sidecar,
+        "config_sdk.py",
+        &[("CONFIG_STORE", "configstore"), ("SET_COMMAND", &set)],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -302,3 +302,47 @@ fn statements_quote_names() {
     assert_eq!(sql::prefix_pattern("a_b%c!d"), "a!_b!%c!!d%");
     assert_eq!(sql::prefix_pattern(""), "%");
 }
+
+#[tokio::test]
+async fn close_and_drop_stop_the_cleanup_task() {
+    let url = std::env::var("MECHA_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let table = format!("mecha_{}", uuid::Uuid::new_v4().simple());
+    let open = || {
+        MySqlStateStore::open(init(&[
+            ("connectionString", &url),
+            ("tableName", &table),
+            ("cleanupInterval", "20ms"),
+        ]))
+    };
+    let store = open().await.unwrap();
+    let task = store.cleanup_task().clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        !task.is_finished(),
+        "the clean-up runs while the store is open"
+    );
+    store.close().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(task.is_finished(), "close() stops the clean-up");
+    assert!(store.get(&GetRequest::default()).await.is_err());
+
+    let store = open().await.unwrap();
+    let (task, weak) = (
+        store.cleanup_task().clone().unwrap(),
+        Arc::downgrade(&store),
+    );
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        task.is_finished() && weak.upgrade().is_none(),
+        "dropping stops it too"
+    );
+    let mut db = <sqlx::MySqlConnection as Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE `{table}`")))
+        .execute(&mut db)
+        .await
+        .unwrap();
+}

@@ -21,10 +21,12 @@
 //!   kept (a Go duration or seconds).
 //! * `queryExecMode`: accepted and ignored; statements are always prepared and cached.
 //!
-//! `useAzureAD` and `useAWSIAM` are refused: Mecha supports password authentication only.
+//! `useAzureAD` and `useAWSIAM` are refused: Mecha supports password authentication only. TLS
+//! (`sslmode=require` and stricter) needs one of sqlx's TLS features, which this build does
+//! not enable; `disable`, `allow` and `prefer` connect without TLS.
 
 #[path = "conninfo.rs"]
-pub(super) mod conninfo;
+pub(crate) mod conninfo;
 
 use std::time::Duration;
 

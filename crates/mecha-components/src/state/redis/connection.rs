@@ -6,8 +6,7 @@
 //! [`ConnectionManager`], which replaces a dropped connection in the background: once Redis is
 //! back, the same component works again without a restart.
 //!
-//! This file is compiled into each of the three components (`#[path]`), so that each can be
-//! built alone behind its own cargo feature.
+//! The lock and configuration components reuse it, so their features enable `state-redis`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,7 +40,7 @@ const REDIS_MIN_RETRY_INTERVAL: &str = "redisMinRetryInterval";
 
 /// The connection keys every Redis component reads, plus Dapr's connection-pool keys, which
 /// mean nothing to one multiplexed connection and are accepted without effect.
-pub(super) const CONNECTION_KEYS: &[&str] = &[
+pub(crate) const CONNECTION_KEYS: &[&str] = &[
     REDIS_HOST,
     REDIS_PORT,
     REDIS_USERNAME,
@@ -73,37 +72,37 @@ const FALLBACK_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The validated connection metadata of a Redis component.
 #[derive(Clone, Debug)]
-pub(super) struct ConnectionMetadata {
+pub(crate) struct ConnectionMetadata {
     /// `redisHost`: `host:port` (`host` alone takes `redisPort`, default 6379). Required.
-    pub(super) host: String,
+    pub(crate) host: String,
     /// The port, from `redisHost` or `redisPort`.
-    pub(super) port: u16,
+    pub(crate) port: u16,
     /// `redisUsername`: the ACL user (Redis 6+).
-    pub(super) username: Option<String>,
+    pub(crate) username: Option<String>,
     /// `redisPassword`.
-    pub(super) password: Option<String>,
+    pub(crate) password: Option<String>,
     /// `redisDB`: the database selected after connecting. Default 0.
-    pub(super) db: i64,
+    pub(crate) db: i64,
     /// `enableTLS`: connect over TLS. As in Dapr, the server's certificate is not verified
     /// (Dapr sets `InsecureSkipVerify` from this flag). Default false.
-    pub(super) tls: bool,
+    pub(crate) tls: bool,
     /// `dialTimeout`: the limit on establishing a connection. Default 5s.
-    pub(super) dial_timeout: Duration,
+    pub(crate) dial_timeout: Duration,
     /// `readTimeout` / `writeTimeout`: the limit on a command; `None` when both are `-1`.
     /// Default 3s.
-    pub(super) command_timeout: Option<Duration>,
+    pub(crate) command_timeout: Option<Duration>,
     /// `maxRetries` (or `redisMaxRetries`): reconnection attempts after a failure. Default 3.
-    pub(super) max_retries: usize,
+    pub(crate) max_retries: usize,
     /// `redisMinRetryInterval`: the first reconnection backoff. Default 8ms.
-    pub(super) min_retry_backoff: Duration,
+    pub(crate) min_retry_backoff: Duration,
     /// `maxRetryBackoff` (or `redisMaxRetryInterval`): the longest reconnection backoff.
     /// Default 2s.
-    pub(super) max_retry_backoff: Duration,
+    pub(crate) max_retry_backoff: Duration,
 }
 
 /// A connection that reconnects by itself, with every call bounded in time.
 #[derive(Clone)]
-pub(super) struct RedisConnection {
+pub(crate) struct RedisConnection {
     manager: ConnectionManager,
     call_timeout: Duration,
     address: String,
@@ -113,7 +112,7 @@ pub(super) struct RedisConnection {
 
 impl ConnectionMetadata {
     /// Reads and validates the connection keys of `init`.
-    pub(super) fn parse(init: &ComponentInit) -> Result<Self, ComponentError> {
+    pub(crate) fn parse(init: &ComponentInit) -> Result<Self, ComponentError> {
         let md = &init.metadata;
         refuse_unsupported(init)?;
         let (host, port) = host_and_port(md.required(REDIS_HOST)?, md.get(REDIS_PORT))?;
@@ -161,7 +160,7 @@ impl ConnectionMetadata {
     }
 
     /// A client for this server speaking `protocol`.
-    pub(super) fn client(&self, protocol: ProtocolVersion) -> Result<Client, ComponentError> {
+    pub(crate) fn client(&self, protocol: ProtocolVersion) -> Result<Client, ComponentError> {
         let mut redis = redis::RedisConnectionInfo::default()
             .set_db(self.db)
             .set_protocol(protocol);
@@ -192,7 +191,7 @@ impl ConnectionMetadata {
     }
 
     /// `host:port`, for messages.
-    pub(super) fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
@@ -213,7 +212,7 @@ impl RedisConnection {
     ///
     /// RESP3 is preferred because it lets the connection notice at once that the server went
     /// away and reconnect before the next call; servers older than Redis 6 get RESP2.
-    pub(super) async fn connect(md: &ConnectionMetadata) -> Result<Self, ComponentError> {
+    pub(crate) async fn connect(md: &ConnectionMetadata) -> Result<Self, ComponentError> {
         let address = md.address();
         let manager = match open(md, md.client(ProtocolVersion::RESP3)?).await {
             Ok(manager) => manager,
@@ -242,7 +241,7 @@ impl RedisConnection {
     /// A connection refusal is retried once: it comes from a reconnection that failed earlier
     /// (the command was never sent), and the retry waits for the fresh attempt that the
     /// failure started, so the first call after Redis comes back succeeds.
-    pub(super) async fn call<T, F, Fut>(&self, op: F) -> Result<T, String>
+    pub(crate) async fn call<T, F, Fut>(&self, op: F) -> Result<T, String>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,

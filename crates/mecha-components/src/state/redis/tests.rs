@@ -94,7 +94,6 @@ fn refuses_what_it_does_not_support() {
         refused_field(&[host, ("sentinelMasterName", "mymaster")]),
         "sentinelMasterName"
     );
-    assert_eq!(refused_field(&[host, ("enableTLS", "true")]), "enableTLS");
     assert_eq!(refused_field(&[("redisHost", "a:1,b:2")]), "redisHost");
     assert_eq!(refused_field(&[("redisHost", "a:x")]), "redisHost");
     assert_eq!(refused_field(&[host, ("redisPort", "2")]), "redisPort");
