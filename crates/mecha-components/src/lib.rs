@@ -6,6 +6,7 @@
 //! implement the traits of `mecha-core` and must not depend on `mecha-runtime`. Start reading
 //! at [`state::REGISTRY`].
 
+pub mod bindings;
 pub mod configuration;
 pub mod lock;
 pub mod registry;

@@ -1,5 +1,11 @@
 //! State stores and their registration table.
 
+#[cfg(any(
+    feature = "state-sqlite",
+    feature = "state-postgresql",
+    feature = "state-mysql"
+))]
+mod expiry;
 pub mod in_memory;
 #[cfg(feature = "state-mysql")]
 pub mod mysql;

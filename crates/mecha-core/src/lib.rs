@@ -7,6 +7,7 @@
 //! server, nor on any store or broker client: those belong to `mecha-runtime` and
 //! `mecha-components`. Start reading at [`state::StateStore`].
 
+pub mod bindings;
 pub mod component;
 pub mod configuration;
 pub mod duration;

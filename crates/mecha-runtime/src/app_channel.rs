@@ -1,20 +1,41 @@
-//! [`AppChannel`]: how the sidecar calls its app over HTTP (configuration updates now;
-//! subscriptions, bindings and invocation later), with `APP_API_TOKEN` on every call.
+//! [`AppChannel`]: how the sidecar calls its app — over HTTP (a pooled hyper client) or gRPC
+//! (the `AppCallback` service) depending on `--app-protocol` — with `APP_API_TOKEN` on every
+//! call. Configuration updates and input bindings use it now; subscriptions and invocation
+//! later.
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mecha_proto::runtime::app_callback_client::AppCallbackClient;
+use tonic::transport::Channel;
 
-use crate::config::RuntimeConfig;
+use crate::config::{AppProtocol, RuntimeConfig};
 
-/// A pooled HTTP client bound to the app's address.
+/// The channel to the app.
 pub struct AppChannel {
+    http: Option<HttpChannel>,
+    grpc: Option<AppCallbackClient<Channel>>,
+    token: Option<HeaderValue>,
+}
+
+/// An HTTP client bound to the app's address.
+struct HttpChannel {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
-    token: Option<HeaderValue>,
+}
+
+/// The app's answer to an HTTP call.
+#[derive(Debug)]
+pub struct AppResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
 }
 
 // === impl AppChannel ===
@@ -23,33 +44,104 @@ impl AppChannel {
     /// The channel to the app, when `--app-port` is set.
     pub fn new(config: &RuntimeConfig) -> Option<Self> {
         let port = config.app_port?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Some(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            base: format!("http://{}:{port}", config.app_channel_address),
-            token: config
-                .app_api_token
-                .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok()),
+        let token = config
+            .app_api_token
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok());
+        let (http, grpc) = match config.app_protocol {
+            AppProtocol::Grpc | AppProtocol::Grpcs => {
+                let endpoint =
+                    Channel::from_shared(format!("http://{}:{port}", config.app_channel_address))
+                        .ok()?
+                        .tcp_nodelay(true);
+                (None, Some(AppCallbackClient::new(endpoint.connect_lazy())))
+            }
+            AppProtocol::Http | AppProtocol::Https | AppProtocol::H2c => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                let mut builder = Client::builder(TokioExecutor::new());
+                if config.app_protocol == AppProtocol::H2c {
+                    builder.http2_only(true);
+                }
+                let http = HttpChannel {
+                    client: builder.build(connector),
+                    base: format!("http://{}:{port}", config.app_channel_address),
+                };
+                (Some(http), None)
+            }
+        };
+        Some(Self { http, grpc, token })
+    }
+
+    /// Whether the app speaks gRPC.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+
+    /// The gRPC `AppCallback` client, for gRPC apps; carries the app token on each call when
+    /// built with [`AppChannel::grpc_request`].
+    pub fn grpc(&self) -> Option<AppCallbackClient<Channel>> {
+        self.grpc.clone()
+    }
+
+    /// Wraps `message` in a request that carries the app token.
+    pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(token) = self.token.as_ref().and_then(|t| t.to_str().ok())
+            && let Ok(v) = token.parse()
+        {
+            req.metadata_mut()
+                .insert(crate::api::http::API_TOKEN_HEADER, v);
+        }
+        req
+    }
+
+    /// Calls the HTTP app and reads the whole answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> Result<AppResponse, String> {
+        let http = self.http.as_ref().ok_or("the app does not speak HTTP")?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", http.base))
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let h = req.headers_mut();
+        h.extend(headers);
+        if let Some(token) = &self.token {
+            h.insert(crate::api::http::API_TOKEN_HEADER, token.clone());
+        }
+        let res = http
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("calling the app: {e}"))?;
+        let (parts, body) = res.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("reading the app's answer: {e}"))?
+            .to_bytes();
+        Ok(AppResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
         })
     }
 
     /// POSTs a JSON body to `path` and returns the app's status.
     pub async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<StatusCode, String> {
-        let mut req = Request::post(format!("{}{path}", self.base))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        if let Some(token) = &self.token {
-            req.headers_mut()
-                .insert(crate::api::http::API_TOKEN_HEADER, token.clone());
-        }
-        let res = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| format!("calling the app: {e}"))?;
-        Ok(res.status())
+        let json = (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(self
+            .request(Method::POST, path, [json], Bytes::from(body))
+            .await?
+            .status)
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mecha_components::registry::{Registration, find};
 use mecha_core::Metadata;
+use mecha_core::bindings::BindingComponent;
 use mecha_core::component::{ComponentInit, Feature};
 use mecha_core::configuration::ConfigurationStore;
 use mecha_core::duration::parse_go_duration;
@@ -34,6 +35,8 @@ pub struct Components {
     pub configuration: Vec<Loaded<dyn ConfigurationStore>>,
     /// Lock stores.
     pub locks: Vec<Loaded<dyn LockStore>>,
+    /// Input and output bindings.
+    pub bindings: Vec<Loaded<BindingComponent>>,
     infos: Vec<ComponentInfo>,
 }
 
@@ -221,6 +224,26 @@ impl Components {
                     metadata,
                 });
             }
+            "bindings" => {
+                let binding = create(
+                    find(mecha_components::bindings::REGISTRY, t, v),
+                    spec,
+                    init,
+                    timeout,
+                )
+                .await?;
+                if binding.input.is_some() {
+                    info.capabilities.push("INPUT_BINDING");
+                }
+                if binding.output.is_some() {
+                    info.capabilities.push("OUTPUT_BINDING");
+                }
+                self.bindings.push(Loaded {
+                    info: info.clone(),
+                    component: binding,
+                    metadata,
+                });
+            }
             _ => return Err(unknown_type(spec)),
         }
         tracing::info!(
@@ -342,6 +365,7 @@ pub fn supported_types() -> Vec<String> {
         .chain(rows(mecha_components::secretstores::REGISTRY))
         .chain(rows(mecha_components::configuration::REGISTRY))
         .chain(rows(mecha_components::lock::REGISTRY))
+        .chain(rows(mecha_components::bindings::REGISTRY))
         .collect()
 }
 

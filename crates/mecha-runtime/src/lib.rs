@@ -1,7 +1,7 @@
 //! The Mecha sidecar: Dapr-compatible HTTP and gRPC APIs over the building-block services.
 //!
 //! Owns start-up ([`Sidecar::start`]), component loading ([`components`]), the building-block
-//! services ([`state`], [`secrets`], [`configuration`], [`lock`],
+//! services ([`state`], [`bindings`], [`secrets`], [`configuration`], [`lock`],
 //! [`metadata`], [`health`]) and the thin API layers ([`api`]) that
 //! translate HTTP and gRPC into them. It must not read the environment or parse flags (the
 //! `mecha` binary does), and components must not depend on it. Start reading at
@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod app_channel;
+pub mod bindings;
 pub mod components;
 pub mod config;
 pub mod configuration;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app_channel::AppChannel;
+use crate::bindings::BindingsService;
 use crate::components::{Components, LoadError};
 use crate::config::RuntimeConfig;
 use crate::configuration::ConfigurationService;
@@ -34,6 +35,8 @@ pub struct Services {
     pub configuration: ConfigurationService,
     /// The lock service.
     pub lock: LockService,
+    /// The bindings service.
+    pub bindings: Arc<BindingsService>,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -129,6 +132,7 @@ impl Sidecar {
             tracing::info!("No state store is configured");
         }
         let health = Arc::new(Health::new(config.app_port.is_none()));
+        let app = AppChannel::new(&config).map(Arc::new);
         let services = Arc::new(Services {
             app_id: config.app_id.clone(),
             state: StateService::new(
@@ -137,15 +141,13 @@ impl Sidecar {
                 &components.state,
             ),
             secrets: SecretsService::new(&components.secrets, secret_scopes),
-            configuration: ConfigurationService::new(
-                &components.configuration,
-                AppChannel::new(&config).map(Arc::new),
-            ),
+            configuration: ConfigurationService::new(&components.configuration, app.clone()),
             lock: LockService::new(
                 &config.app_id,
                 config.namespace.as_deref(),
                 &components.locks,
             ),
+            bindings: Arc::new(BindingsService::new(&components.bindings)),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
             shutdown: ShutdownHandle::new(),
@@ -204,6 +206,7 @@ impl Sidecar {
             });
         }
         health.set_outbound_ready();
+        services.bindings.start_inputs(app, health.clone());
         if let Some(port) = config.app_port {
             let addr = format!("{}:{port}", config.app_channel_address);
             tokio::spawn(wait_for_app_port(health, addr));
@@ -260,6 +263,10 @@ impl Running {
     pub async fn wait(mut self) {
         self.services.shutdown.clone().wait().await;
         tracing::info!(grace_period = ?self.grace, "Shutting down: draining in-flight requests");
+        // Nothing new is delivered to the app, and subscription streams end, so that their
+        // connections can close with the rest.
+        self.services.bindings.stop_inputs().await;
+        self.services.configuration.close().await;
         let drained = tokio::time::timeout(self.grace, async {
             while self.servers.join_next().await.is_some() {}
         })
@@ -268,7 +275,7 @@ impl Running {
             tracing::warn!("Grace period over; closing the remaining connections");
             self.servers.abort_all();
         }
-        self.services.configuration.close().await;
+        self.services.bindings.close().await;
         self.services.lock.close().await;
         self.services.state.close().await;
         self.services.secrets.close().await;

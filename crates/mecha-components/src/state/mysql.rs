@@ -31,7 +31,8 @@
 //! `actorStateStore` and `keyPrefix` belong to the runtime.
 
 mod codec;
-mod dsn;
+/// The connection string parser, shared with `bindings.mysql`.
+pub(crate) mod dsn;
 mod metadata;
 mod ops;
 mod schema;
@@ -39,9 +40,10 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
+use super::expiry::{Cleanup, DeletesExpired};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,7 +55,6 @@ use mecha_core::state::{
 use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, MySql, Row};
-use tokio::task::AbortHandle;
 
 use self::metadata::Metadata;
 use self::ops::{backend, decode_row};
@@ -83,7 +84,7 @@ pub struct MySqlStateStore {
     /// `host:port` or the socket path, for error messages.
     address: String,
     max_connections: u32,
-    cleanup: Mutex<Option<AbortHandle>>,
+    cleanup: Cleanup,
 }
 
 // === impl MySqlStateStore ===
@@ -142,17 +143,12 @@ impl MySqlStateStore {
             json_verbatim,
             address: target.address.clone(),
             max_connections: md.max_open_conns,
-            cleanup: Mutex::new(None),
+            cleanup: Cleanup::default(),
         });
         if let Some(every) = md.cleanup_interval {
-            let task = tokio::spawn(clean_up(Arc::downgrade(&store), every));
-            *store.cleanup_task() = Some(task.abort_handle());
+            store.cleanup.start(&store, every);
         }
         Ok(store)
-    }
-
-    fn cleanup_task(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
-        self.cleanup.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `op` within the operation timeout.
@@ -186,8 +182,9 @@ impl MySqlStateStore {
             e => backend(e),
         })
     }
+}
 
-    /// Deletes the rows that have expired, returning how many.
+impl DeletesExpired for MySqlStateStore {
     async fn delete_expired(&self) -> Result<u64, StateError> {
         self.timed(async {
             let mut conn = self.conn().await?;
@@ -198,14 +195,6 @@ impl MySqlStateStore {
             Ok(done.rows_affected())
         })
         .await
-    }
-}
-
-impl Drop for MySqlStateStore {
-    fn drop(&mut self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
     }
 }
 
@@ -324,9 +313,7 @@ impl StateStore for MySqlStateStore {
     }
 
     async fn close(&self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
+        self.cleanup.stop();
         self.pool.close().await;
     }
 }
@@ -350,15 +337,4 @@ async fn bulk_read(
         }
     }
     Ok(found)
-}
-
-async fn clean_up(store: Weak<MySqlStateStore>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(store) = store.upgrade() else { return };
-        match store.delete_expired().await {
-            Ok(rows) => tracing::debug!(rows, "Deleted expired state"),
-            Err(error) => tracing::warn!(%error, "Deleting expired state failed"),
-        }
-    }
 }

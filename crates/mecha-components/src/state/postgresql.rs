@@ -37,9 +37,10 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
+use super::expiry::{Cleanup, DeletesExpired};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,7 +52,6 @@ use mecha_core::state::{
 };
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
-use tokio::task::AbortHandle;
 
 use self::metadata::Metadata;
 use self::query::{Param, Translated};
@@ -69,7 +69,7 @@ pub struct PostgresStateStore {
     pool: PgPool,
     sql: Statements,
     timeout: Duration,
-    cleanup: Mutex<Option<AbortHandle>>,
+    cleanup: Cleanup,
 }
 
 // === impl PostgresStateStore ===
@@ -87,17 +87,12 @@ impl PostgresStateStore {
             pool,
             sql,
             timeout: md.connection.timeout,
-            cleanup: Mutex::new(None),
+            cleanup: Cleanup::default(),
         });
         if let Some(every) = md.cleanup_interval {
-            let task = tokio::spawn(clean_up(Arc::downgrade(&store), every));
-            *store.cleanup_task() = Some(task.abort_handle());
+            store.cleanup.start(&store, every);
         }
         Ok(store)
-    }
-
-    fn cleanup_task(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
-        self.cleanup.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `op` within the operation timeout.
@@ -117,18 +112,6 @@ impl PostgresStateStore {
 
     fn backend(&self, e: sqlx::Error) -> StateError {
         StateError::Backend(connection::describe(&e, self.timeout))
-    }
-
-    /// Deletes the rows that have expired, returning how many.
-    async fn delete_expired(&self) -> Result<u64, StateError> {
-        self.timed(async {
-            let done = sqlx::query(AssertSqlSafe(self.sql.delete_expired.clone()))
-                .execute(&self.pool)
-                .await
-                .map_err(|e| self.backend(e))?;
-            Ok(done.rows_affected())
-        })
-        .await
     }
 
     /// Writes one key on `conn`, checking the ETag or first-write condition in the same
@@ -186,11 +169,16 @@ impl PostgresStateStore {
     }
 }
 
-impl Drop for PostgresStateStore {
-    fn drop(&mut self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
+impl DeletesExpired for PostgresStateStore {
+    async fn delete_expired(&self) -> Result<u64, StateError> {
+        self.timed(async {
+            let done = sqlx::query(AssertSqlSafe(self.sql.delete_expired.clone()))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.backend(e))?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }
 
@@ -311,21 +299,8 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn close(&self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
+        self.cleanup.stop();
         self.pool.close().await;
-    }
-}
-
-async fn clean_up(store: Weak<PostgresStateStore>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(store) = store.upgrade() else { return };
-        match store.delete_expired().await {
-            Ok(rows) => tracing::debug!(rows, "Deleted expired state"),
-            Err(error) => tracing::warn!(%error, "Deleting expired state failed"),
-        }
     }
 }
 

@@ -23,9 +23,10 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
+use super::expiry::{Cleanup, DeletesExpired};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +39,6 @@ use mecha_core::state::{
 };
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
-use tokio::task::AbortHandle;
 
 use self::metadata::{Metadata, Target};
 use self::sql::Statements;
@@ -61,7 +61,7 @@ pub struct SqliteStateStore {
     pool: SqlitePool,
     sql: Statements,
     timeout: Duration,
-    cleanup: Mutex<Option<AbortHandle>>,
+    cleanup: Cleanup,
     /// Serialises this process's writers (see the module doc).
     writer: tokio::sync::Mutex<()>,
 }
@@ -96,18 +96,13 @@ impl SqliteStateStore {
             pool,
             sql,
             timeout: md.timeout,
-            cleanup: Mutex::new(None),
+            cleanup: Cleanup::default(),
             writer: tokio::sync::Mutex::new(()),
         });
         if let Some(every) = md.cleanup_interval.filter(|_| !target.read_only) {
-            let task = tokio::spawn(clean_up(Arc::downgrade(&store), every));
-            *store.cleanup_task() = Some(task.abort_handle());
+            store.cleanup.start(&store, every);
         }
         Ok(store)
-    }
-
-    fn cleanup_task(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
-        self.cleanup.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `op` within the operation timeout.
@@ -124,8 +119,9 @@ impl SqliteStateStore {
                 )))
             })
     }
+}
 
-    /// Deletes the rows that have expired, returning how many.
+impl DeletesExpired for SqliteStateStore {
     async fn delete_expired(&self) -> Result<u64, StateError> {
         let _writer = self.writer.lock().await;
         let done = sqlx::query(AssertSqlSafe(self.sql.delete_expired.clone()))
@@ -134,14 +130,6 @@ impl SqliteStateStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected())
-    }
-}
-
-impl Drop for SqliteStateStore {
-    fn drop(&mut self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
     }
 }
 
@@ -265,9 +253,7 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn close(&self) {
-        if let Some(task) = self.cleanup_task().take() {
-            task.abort();
-        }
+        self.cleanup.stop();
         self.pool.close().await;
     }
 }
@@ -346,17 +332,6 @@ async fn set_journal_mode(pool: &SqlitePool, mode: &str) -> Result<(), sqlx::Err
         tokio::time::sleep(RETRY_PAUSE).await;
     }
     Ok(())
-}
-
-async fn clean_up(store: Weak<SqliteStateStore>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(store) = store.upgrade() else { return };
-        match store.delete_expired().await {
-            Ok(rows) => tracing::debug!(rows, "Deleted expired state"),
-            Err(error) => tracing::warn!(%error, "Deleting expired state failed"),
-        }
-    }
 }
 
 /// Writes one key on `conn`, checking the ETag or first-write condition in the same statement.

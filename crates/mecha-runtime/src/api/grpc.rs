@@ -2,6 +2,7 @@
 //!
 //! Block modules decode the protobuf request, call a service and encode the answer.
 
+mod bindings;
 mod configuration;
 mod lock;
 mod metadata;

@@ -2,6 +2,7 @@
 //!
 //! Handlers decode the request, call a service and encode the answer; nothing else.
 
+mod bindings;
 mod configuration;
 mod health;
 mod lock;
@@ -48,6 +49,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/v1.0-alpha1/state/{store}/query",
             post(state::query).put(state::query),
+        )
+        .route(
+            "/v1.0/bindings/{name}",
+            post(bindings::invoke).put(bindings::invoke),
         )
         .route("/v1.0/secrets/{store}/{key}", get(secrets::get))
         .route("/v1.0-alpha1/lock/{store}", post(lock::lock))

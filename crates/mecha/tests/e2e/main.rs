@@ -4,6 +4,10 @@
 // Test helpers outside `#[test]` functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bindings_brokers;
+mod bindings_core;
+mod bindings_db;
+mod bindings_grpc_app;
 mod cli;
 mod configuration;
 mod grpc_api;

@@ -267,3 +267,128 @@ async fn secrets_api_on_local_stores() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_api_on_postgresql() {
+    let url = std::env::var("MECHA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let table = format!("pysdk_config_{}", std::process::id());
+    let resources = ResourcesDir::new().with(
+        "config.yaml",
+        &component(
+            "configstore",
+            "configuration.postgresql",
+            &[("connectionString", &url), ("table", &table)],
+        ),
+    );
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .resources(resources.path())
+        .start()
+        .await;
+    let set = format!(
+        "psql {url} -q -c \"INSERT INTO {table} (key, value, version) VALUES ('{{key}}', '{{value}}', '1') \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = '2'\""
+    );
+    run_script(
+        &sidecar,
+        "config_sdk.py",
+        &[("CONFIG_STORE", "configstore"), ("SET_COMMAND", &set)],
+    )
+    .await;
+    let _ = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP TABLE IF EXISTS {table}"),
+        ])
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_bindings_http_and_localstorage() {
+    let base = crate::bindings_core::external().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let root = dir.path().join("files").display().to_string();
+    let resources = ResourcesDir::new()
+        .with(
+            "web.yaml",
+            &component("web", "bindings.http", &[("url", &base)]),
+        )
+        .with(
+            "files.yaml",
+            &component("files", "bindings.localstorage", &[("rootPath", &root)]),
+        );
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .resources(resources.path())
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "bindings_core_sdk.py",
+        &[
+            ("HTTP_BINDING", "web"),
+            ("FILES_BINDING", "files"),
+            ("FILES_ROOT", &root),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_bindings_mqtt_and_rabbitmq() {
+    use crate::bindings_brokers::{app, delete_queue, events, resources};
+    let (app_port, inbox) = app(false).await;
+    let (res, queue) = resources();
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .app_id(APP_ID)
+        .resources(res.path())
+        .args(["--app-port", &app_port.to_string()])
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "bindings_brokers_sdk.py",
+        &[("MQTT_BINDING", "mq"), ("RABBITMQ_BINDING", "rq")],
+    )
+    .await;
+    // The messages went through the brokers and back to the app via the input side.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mq = events(&inbox, "mq");
+        let rq = events(&inbox, "rq");
+        if mq.iter().any(|e| e.body == "from-python-mqtt")
+            && rq.iter().any(|e| e.body == "from-python-rabbitmq")
+        {
+            assert_eq!(rq[0].headers.get("custom").map(String::as_str), Some("py"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events missing: {mq:?} {rq:?}\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(sidecar);
+    delete_queue(&queue);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bindings_on_databases() {
+    let resources = crate::bindings_db::resources();
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .resources(resources.path())
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "bindings_db_sdk.py",
+        &[
+            ("REDIS_BINDING", "kv"),
+            ("POSTGRES_BINDING", "pg"),
+            ("MYSQL_BINDING", "my"),
+        ],
+    )
+    .await;
+}

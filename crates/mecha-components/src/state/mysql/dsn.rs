@@ -40,19 +40,19 @@ const IGNORED_PARAMS: &[&str] = &[
 
 /// Where and how to connect, from the connection string.
 #[derive(Clone, Debug)]
-pub(super) struct Target {
+pub(crate) struct Target {
     /// Options for every connection, without a default database: statements name the schema.
-    pub(super) options: MySqlConnectOptions,
+    pub(crate) options: MySqlConnectOptions,
     /// The database named by the connection string, if any.
-    pub(super) database: Option<String>,
+    pub(crate) database: Option<String>,
     /// The Go DSN's `timeout` parameter: how long connecting may take.
-    pub(super) connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// `host:port` or the socket path, for error messages.
-    pub(super) address: String,
+    pub(crate) address: String,
 }
 
 /// Parses a Go DSN or a `mysql://` (`mariadb://`) URL.
-pub(super) fn parse(connection_string: &str) -> Result<Target, String> {
+pub(crate) fn parse(connection_string: &str) -> Result<Target, String> {
     let s = connection_string.trim();
     // A URL scheme is a letter then letters, digits, `+`, `-` or `.`; a DSN's credentials
     // before a `://` in a password hold a `:` and so are never one.

@@ -156,9 +156,15 @@ pub(super) fn backend(e: sqlx::Error) -> StateError {
 
 /// Whether the server refused the `value` column's text as JSON.
 fn refused_json(e: &sqlx::Error) -> bool {
-    let number = e
-        .as_database_error()
+    matches!(
+        error_number(e),
+        Some(ER_CONSTRAINT_FAILED | ER_INVALID_JSON_TEXT)
+    )
+}
+
+/// The server's error number, when the server refused a statement.
+pub(super) fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()
         .and_then(|d| d.try_downcast_ref::<MySqlDatabaseError>())
-        .map(MySqlDatabaseError::number);
-    matches!(number, Some(ER_CONSTRAINT_FAILED | ER_INVALID_JSON_TEXT))
+        .map(MySqlDatabaseError::number)
 }

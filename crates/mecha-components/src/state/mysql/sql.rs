@@ -81,7 +81,7 @@ impl Statements {
         }
     }
 
-    /// Creates the schema if missing (run only when it does not exist yet).
+    /// Creates the schema if missing.
     pub(super) fn create_schema(&self) -> String {
         format!("CREATE DATABASE IF NOT EXISTS `{}`", self.schema)
     }
@@ -145,13 +145,3 @@ pub(super) fn prefix_pattern(prefix: &str) -> String {
     pattern.push('%');
     pattern
 }
-
-/// Information-schema look-ups, all bound.
-pub(super) const SCHEMA_EXISTS: &str =
-    "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?";
-/// Whether a column exists: binds schema, table, column.
-pub(super) const COLUMN_EXISTS: &str = "SELECT COUNT(*) FROM information_schema.columns \
-     WHERE table_schema = ? AND table_name = ? AND column_name = ?";
-/// Whether a collation exists: binds its name.
-pub(super) const COLLATION_EXISTS: &str =
-    "SELECT COUNT(*) FROM information_schema.collations WHERE collation_name = ?";

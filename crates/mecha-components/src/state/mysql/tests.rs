@@ -316,7 +316,7 @@ async fn close_and_drop_stop_the_cleanup_task() {
         ]))
     };
     let store = open().await.unwrap();
-    let task = store.cleanup_task().clone().unwrap();
+    let task = store.cleanup.task().unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert!(
         !task.is_finished(),
@@ -328,10 +328,7 @@ async fn close_and_drop_stop_the_cleanup_task() {
     assert!(store.get(&GetRequest::default()).await.is_err());
 
     let store = open().await.unwrap();
-    let (task, weak) = (
-        store.cleanup_task().clone().unwrap(),
-        Arc::downgrade(&store),
-    );
+    let (task, weak) = (store.cleanup.task().unwrap(), Arc::downgrade(&store));
     drop(store);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(

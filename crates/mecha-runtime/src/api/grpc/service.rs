@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mecha_proto::{common, runtime as rt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Unsupported, configuration, lock, metadata, secrets, state, unsupported};
+use super::{Unsupported, bindings, configuration, lock, metadata, secrets, state, unsupported};
 use crate::sidecar::Services;
 
 /// The gRPC `Dapr` service over the building-block services.
@@ -104,9 +104,9 @@ impl rt::dapr_server::Dapr for DaprApi {
 
     async fn invoke_binding(
         &self,
-        _request: Request<rt::InvokeBindingRequest>,
+        request: Request<rt::InvokeBindingRequest>,
     ) -> Result<Response<rt::InvokeBindingResponse>, Status> {
-        Err(unsupported("InvokeBinding"))
+        bindings::invoke(&self.services, request).await
     }
 
     async fn get_secret(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use mecha_core::state::{Concurrency, Consistency, GetResponse};
@@ -329,29 +330,8 @@ fn as_json(data: &[u8]) -> Box<RawValue> {
     let raw = match std::str::from_utf8(data) {
         Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => text.to_owned(),
         Ok(text) => Value::from(text).to_string(),
-        Err(_) => Value::from(base64(data)).to_string(),
+        Err(_) => Value::from(base64::engine::general_purpose::STANDARD.encode(data)).to_string(),
     };
     // Every branch above produces valid JSON; the default (null) is never reached.
     RawValue::from_string(raw).unwrap_or_default()
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

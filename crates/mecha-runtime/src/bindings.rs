@@ -1,0 +1,212 @@
+//! The bindings building block: output invocations, and input bindings read from their
+//! sources and delivered to the app (HTTP `POST /<route>` after an `OPTIONS` probe, or gRPC
+//! `OnBindingEvent` to bindings the app lists).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use mecha_core::bindings::{
+    BindingComponent, BindingError, BindingEvent, DIRECTION, EventHandler, InputBinding,
+    InvokeRequest, InvokeResponse, OutputBinding, ROUTE,
+};
+use mecha_proto::runtime as rt;
+use tonic::Code;
+
+use crate::app_channel::AppChannel;
+use crate::components::Loaded;
+use crate::error::ApiError;
+use crate::health::Health;
+
+const APP_READY_POLL: Duration = Duration::from_millis(50);
+
+/// The bindings service.
+pub struct BindingsService {
+    outputs: HashMap<String, Arc<dyn OutputBinding>>,
+    inputs: Vec<InputEntry>,
+}
+
+struct InputEntry {
+    name: String,
+    route: String,
+    binding: Arc<dyn InputBinding>,
+}
+
+// === impl BindingsService ===
+
+impl BindingsService {
+    /// Builds the service, keeping the sides each component's `direction` allows.
+    pub fn new(bindings: &[Loaded<BindingComponent>]) -> Self {
+        let mut outputs = HashMap::new();
+        let mut inputs = Vec::new();
+        for b in bindings {
+            let direction = b.metadata.get(DIRECTION).unwrap_or("").to_ascii_lowercase();
+            let allows = |side: &str| direction.trim().is_empty() || direction.contains(side);
+            if let Some(output) = b.component.output.clone().filter(|_| allows("output")) {
+                outputs.insert(b.info.name.clone(), output);
+            }
+            if let Some(input) = b.component.input.clone().filter(|_| allows("input")) {
+                let route = match b
+                    .metadata
+                    .get(ROUTE)
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                {
+                    Some(r) if r.starts_with('/') => r.to_owned(),
+                    Some(r) => format!("/{r}"),
+                    None => format!("/{}", b.info.name),
+                };
+                inputs.push(InputEntry {
+                    name: b.info.name.clone(),
+                    route,
+                    binding: input,
+                });
+            }
+        }
+        Self { outputs, inputs }
+    }
+
+    /// Invokes an output binding.
+    pub async fn invoke(&self, name: &str, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        let binding = self.outputs.get(name).ok_or_else(|| {
+            ApiError::new(
+                "ERR_INVOKE_OUTPUT_BINDING",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Internal,
+                format!("error invoking output binding {name}: binding {name} not found"),
+            )
+        })?;
+        binding.invoke(req).await.map_err(|e| {
+            let (http, grpc) = match &e {
+                BindingError::UnsupportedOperation { .. } => {
+                    (StatusCode::BAD_REQUEST, Code::InvalidArgument)
+                }
+                BindingError::BadRequest(_) | BindingError::Backend(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal)
+                }
+            };
+            ApiError::new(
+                "ERR_INVOKE_OUTPUT_BINDING",
+                http,
+                grpc,
+                format!("error invoking output binding {name}: {e}"),
+            )
+        })
+    }
+
+    /// Once the app is ready, asks it which input bindings it wants and starts reading them.
+    pub fn start_inputs(self: &Arc<Self>, app: Option<Arc<AppChannel>>, health: Arc<Health>) {
+        if self.inputs.is_empty() {
+            return;
+        }
+        let Some(app) = app else {
+            tracing::warn!(
+                "Input bindings are configured but there is no --app-port to deliver to"
+            );
+            return;
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            while !health.app_ready() {
+                tokio::time::sleep(APP_READY_POLL).await;
+            }
+            let wanted = match app.grpc() {
+                Some(mut grpc) => match grpc.list_input_bindings(app.grpc_request(())).await {
+                    Ok(r) => Some(r.into_inner().bindings.into_iter().collect::<HashSet<_>>()),
+                    Err(e) if e.code() == Code::Unimplemented => Some(HashSet::new()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ListInputBindings failed; no input binding is read");
+                        Some(HashSet::new())
+                    }
+                },
+                None => None,
+            };
+            for input in &service.inputs {
+                let subscribed = match &wanted {
+                    Some(names) => names.contains(&input.name),
+                    None => http_app_wants(&app, &input.route).await,
+                };
+                if !subscribed {
+                    tracing::info!(binding = %input.name, "The app does not subscribe to this input binding");
+                    continue;
+                }
+                let handler = deliver_to(app.clone(), input.name.clone(), input.route.clone());
+                match input.binding.read(handler).await {
+                    Ok(()) => {
+                        tracing::info!(binding = %input.name, route = %input.route, "Reading input binding")
+                    }
+                    Err(e) => {
+                        tracing::error!(binding = %input.name, error = %e, "Input binding failed to start")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops reading the input bindings: nothing more is delivered to the app.
+    pub async fn stop_inputs(&self) {
+        for input in &self.inputs {
+            input.binding.close().await;
+        }
+    }
+
+    /// Closes the output bindings.
+    pub async fn close(&self) {
+        for output in self.outputs.values() {
+            output.close().await;
+        }
+    }
+}
+
+/// The `OPTIONS` probe: 2xx or 405 means the app handles the route.
+async fn http_app_wants(app: &AppChannel, route: &str) -> bool {
+    match app.request(Method::OPTIONS, route, [], Bytes::new()).await {
+        Ok(r) => r.status.is_success() || r.status == StatusCode::METHOD_NOT_ALLOWED,
+        Err(e) => {
+            tracing::warn!(route, error = %e, "Input binding probe failed");
+            false
+        }
+    }
+}
+
+/// The handler that delivers one event to the app.
+fn deliver_to(app: Arc<AppChannel>, name: String, route: String) -> EventHandler {
+    Arc::new(move |event: BindingEvent| {
+        let (app, name, route) = (app.clone(), name.clone(), route.clone());
+        Box::pin(async move {
+            let result = if let Some(mut grpc) = app.grpc() {
+                let req = rt::BindingEventRequest {
+                    name: name.clone(),
+                    data: event.data.to_vec(),
+                    metadata: event.metadata,
+                };
+                grpc.on_binding_event(app.grpc_request(req))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("OnBindingEvent failed: {e}"))
+            } else {
+                let mut headers = vec![(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )];
+                headers.extend(event.metadata.iter().filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::try_from(k.as_str()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                }));
+                match app.request(Method::POST, &route, headers, event.data).await {
+                    Ok(r) if r.status.is_success() => Ok(()),
+                    Ok(r) => Err(format!("the app answered {}", r.status)),
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = &result {
+                tracing::warn!(binding = %name, error = %e, "Input binding event not accepted by the app");
+            }
+            result
+        })
+    })
+}
