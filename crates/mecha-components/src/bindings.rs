@@ -16,6 +16,8 @@ pub mod postgresql;
 pub mod rabbitmq;
 #[cfg(feature = "bindings-redis")]
 pub mod redis;
+#[cfg(any(feature = "bindings-mysql", feature = "bindings-postgresql"))]
+mod sql;
 
 use mecha_core::bindings::BindingComponent;
 

@@ -1,5 +1,7 @@
 //! The lock conformance suite on `lock.sqlite`, and two stores contending through one file.
 
+#![cfg(feature = "lock-sqlite")]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The `mecha-conformance` state suite, run against every state store of this crate.
 
+#![cfg(feature = "state-sqlite")]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

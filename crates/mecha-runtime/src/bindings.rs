@@ -194,7 +194,7 @@ fn deliver_to(app: Arc<AppChannel>, name: String, route: String) -> EventHandler
                 headers.extend(event.metadata.iter().filter_map(|(k, v)| {
                     Some((
                         HeaderName::try_from(k.as_str()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
+                        HeaderValue::from_bytes(v.as_bytes()).ok()?,
                     ))
                 }));
                 match app.request(Method::POST, &route, headers, event.data).await {

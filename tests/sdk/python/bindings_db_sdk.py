@@ -10,8 +10,8 @@ import os
 import sys
 import uuid
 
+import grpc
 from dapr.clients import DaprClient
-from dapr.clients.exceptions import DaprGrpcError
 
 REDIS = os.environ.get('REDIS_BINDING', 'kv')
 POSTGRES = os.environ.get('POSTGRES_BINDING', 'pg')
@@ -27,7 +27,7 @@ def check(name, condition):
 def fails(name, call, needle):
     try:
         call()
-    except DaprGrpcError as e:
+    except grpc.RpcError as e:
         check(name + ' (' + str(e.details()) + ')', needle in str(e.details()))
         return
     check(name + ' raised no error', False)

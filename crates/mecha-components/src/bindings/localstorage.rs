@@ -209,10 +209,10 @@ fn flag(req: &InvokeRequest, key: &str, default: bool) -> Result<bool, BindingEr
 
 /// A payload that is one JSON string is written as the string's content, as Dapr does.
 fn unquote(data: Bytes) -> Bytes {
-    if data.first() == Some(&b'"') {
-        if let Ok(s) = serde_json::from_slice::<String>(&data) {
-            return Bytes::from(s);
-        }
+    if data.first() == Some(&b'"')
+        && let Ok(s) = serde_json::from_slice::<String>(&data)
+    {
+        return Bytes::from(s);
     }
     data
 }

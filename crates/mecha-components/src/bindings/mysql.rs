@@ -24,15 +24,8 @@
 //! itself after a server restart.
 
 mod codec;
-// Shared with `bindings.postgresql` by inclusion, so that each binding's feature builds alone.
-#[allow(clippy::duplicate_mod)]
-#[path = "postgresql/request.rs"]
-mod request;
-// As `request`; `bindings.postgresql` uses the parts this binding does not.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "postgresql/time.rs"]
-mod time;
 
+use super::sql::request;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,8 +41,8 @@ use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
-use self::request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
 use crate::state::mysql::dsn;
+use request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
 
 const URL: &str = "url";
 const MAX_IDLE_CONNS: &str = "maxIdleConns";

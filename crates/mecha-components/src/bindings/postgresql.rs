@@ -23,9 +23,8 @@
 //! after a server restart.
 
 mod codec;
-mod request;
-mod time;
 
+use super::sql::request;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,8 +42,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Connection as _, Either, Executor, Row, SqlSafeStr, Statement};
 
 use self::codec::Param;
-use self::request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
 use crate::state::postgresql::connection::{self, CONNECTION_KEYS, Connection};
+use request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
 
 const CONNECTION_STRING: &str = "connectionString";
 /// Dapr's older name of `connectionString`.

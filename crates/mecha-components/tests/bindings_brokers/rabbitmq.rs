@@ -259,38 +259,20 @@ fn free_port() -> u16 {
 /// Closes, from the broker side, every connection whose client properties name `name`.
 async fn close_connections_named(name: &str) -> usize {
     let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "pid",
-            "client_properties",
-            "--formatter",
-            "json",
-        ])
+        .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
         .await
         .expect("rabbitmqctl");
-    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "rabbitmqctl output: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut closed = 0;
-    for conn in listing.as_array().cloned().unwrap_or_default() {
-        if !conn["client_properties"].to_string().contains(name) {
-            continue;
-        }
-        let pid = conn["pid"]
-            .as_str()
-            .expect("pid")
-            .trim_start_matches("#PID")
-            .to_owned();
+    for line in listing.lines().filter(|l| l.contains(name)) {
+        let pid = line.split('\t').next().unwrap_or_default().trim();
         let status = tokio::process::Command::new("rabbitmqctl")
-            .args(["close_connection", &pid, "mecha outage test"])
-            .status()
+            .args(["close_connection", pid, "mecha outage test"])
+            .output()
             .await
             .expect("rabbitmqctl");
-        assert!(status.success());
+        assert!(status.status.success(), "{pid}: {status:?}\n{listing}");
         closed += 1;
     }
     closed

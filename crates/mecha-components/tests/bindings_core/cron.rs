@@ -54,8 +54,7 @@ async fn count_for(schedule: &str, window: Duration) -> Vec<BindingEvent> {
     c.input.as_ref().unwrap().read(handler).await.unwrap();
     tokio::time::sleep(window).await;
     c.input.as_ref().unwrap().close().await;
-    let events = events.lock().unwrap().clone();
-    events
+    events.lock().unwrap().clone()
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +42,7 @@ async fn echo(req: Request) -> Response {
         "x-method-uri",
         format!("{} {}", parts.method, parts.uri).parse().unwrap(),
     );
-    (StatusCode::CREATED, headers, Bytes::from(body)).into_response()
+    (StatusCode::CREATED, headers, body).into_response()
 }
 
 /// Starts the echo server; returns its base URL.

@@ -12,9 +12,12 @@ use tonic::{Request, Response, Status};
 
 use crate::MECHA;
 
+/// A binding name and the `dapr-api-token` the app received with it.
+type Event = (String, Option<String>);
+
 #[derive(Default, Clone)]
 struct App {
-    events: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    events: Arc<Mutex<Vec<Event>>>,
 }
 
 #[tonic::async_trait]

@@ -19,8 +19,8 @@ use sqlx::mysql::{MySql, MySqlArguments, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
-use super::request::decimal;
-use super::time::{date, days_from_civil, parse_timestamp, timestamp_micros};
+use crate::bindings::sql::request::decimal;
+use crate::bindings::sql::time::{date, days_from_civil, parse_timestamp, timestamp_micros};
 
 /// Binds one JSON argument to the next placeholder.
 pub(super) fn bind<'q>(

@@ -64,7 +64,7 @@ pub(super) async fn invoke(
     for (k, v) in res.metadata {
         if let (Ok(name), Ok(v)) = (
             HeaderName::try_from(format!("metadata.{k}")),
-            HeaderValue::from_str(&v),
+            HeaderValue::from_bytes(v.as_bytes()),
         ) {
             out.headers_mut().insert(name, v);
         }

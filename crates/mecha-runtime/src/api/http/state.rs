@@ -316,7 +316,7 @@ fn value_response(value: GetResponse) -> Response {
     for (k, v) in value.metadata {
         if let (Ok(name), Ok(v)) = (
             HeaderName::try_from(format!("metadata.{k}")),
-            HeaderValue::from_str(&v),
+            HeaderValue::from_bytes(v.as_bytes()),
         ) {
             headers.insert(name, v);
         }

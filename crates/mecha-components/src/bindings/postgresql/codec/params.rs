@@ -8,7 +8,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgTypeKind};
 
 use super::*;
-use crate::bindings::postgresql::time::parse_timestamp;
+use crate::bindings::sql::time::parse_timestamp;
 
 /// One argument, encoded for the type of its placeholder.
 pub(crate) struct Param {

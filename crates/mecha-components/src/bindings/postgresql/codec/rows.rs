@@ -9,8 +9,8 @@ use sqlx::ValueRef;
 use sqlx::postgres::{PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef};
 
 use super::*;
-use crate::bindings::postgresql::request::decimal;
-use crate::bindings::postgresql::time::{civil_from_days, date, time_of_day, timestamp_micros};
+use crate::bindings::sql::request::decimal;
+use crate::bindings::sql::time::{civil_from_days, date, time_of_day, timestamp_micros};
 
 /// One column value of a row as JSON.
 pub(crate) fn decode(value: PgValueRef<'_>) -> Value {

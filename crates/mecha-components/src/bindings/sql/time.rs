@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// `t` as Go's `time.RFC3339Nano` in UTC: `2006-01-02T15:04:05.999999999Z`.
-pub(super) fn rfc3339_nanos(t: SystemTime) -> String {
+pub(crate) fn rfc3339_nanos(t: SystemTime) -> String {
     let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -38,7 +38,7 @@ pub(super) fn rfc3339_nanos(t: SystemTime) -> String {
 
 /// A timestamp given as microseconds since the Unix epoch, as RFC 3339 in UTC with the
 /// fraction trimmed (`2024-01-02T03:04:05.5Z`), as Go marshals a `time.Time`.
-pub(super) fn timestamp_micros(unix_micros: i64) -> String {
+pub(crate) fn timestamp_micros(unix_micros: i64) -> String {
     let days = unix_micros.div_euclid(MICROS_PER_DAY);
     let rest = unix_micros.rem_euclid(MICROS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
@@ -55,7 +55,7 @@ pub(super) fn timestamp_micros(unix_micros: i64) -> String {
 }
 
 /// A time of day given as microseconds since midnight: `15:04:05.5`.
-pub(super) fn time_of_day(micros: i64) -> String {
+pub(crate) fn time_of_day(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = u32::try_from(micros.rem_euclid(1_000_000)).unwrap_or(0);
     format!(
@@ -68,7 +68,7 @@ pub(super) fn time_of_day(micros: i64) -> String {
 }
 
 /// `YYYY-MM-DD` (years outside 0..=9999 get a sign, as RFC 3339 cannot say them otherwise).
-pub(super) fn date(y: i64, m: u32, d: u32) -> String {
+pub(crate) fn date(y: i64, m: u32, d: u32) -> String {
     if (0..=9999).contains(&y) {
         format!("{y:04}-{m:02}-{d:02}")
     } else {
@@ -87,7 +87,7 @@ fn fraction(value: u32, digits: usize) -> String {
 }
 
 /// `d` as Go's `time.Duration.String()`: `0s`, `850ns`, `1.5µs`, `2.25ms`, `1m3.5s`.
-pub(super) fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();
     let with_fraction = |n: u128, unit: u128, digits: usize| {
         let whole = n / unit;
@@ -113,7 +113,7 @@ pub(super) fn go_duration(d: Duration) -> String {
 }
 
 /// The civil date of day `z` counted from 1970-01-01 (Howard Hinnant's algorithm).
-pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -131,7 +131,7 @@ pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// The day number, counted from 1970-01-01, of a civil date.
-pub(super) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -144,7 +144,7 @@ pub(super) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// A date or timestamp as apps write them: `2024-01-02`, `2024-01-02T03:04:05.678Z`,
 /// `2024-01-02 03:04:05+02:00`. Returns the microseconds since the Unix epoch of the local
 /// (written) clock reading, and the UTC offset in seconds when one was given.
-pub(super) fn parse_timestamp(s: &str) -> Option<(i64, Option<i64>)> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<(i64, Option<i64>)> {
     let s = s.trim();
     let num = |t: &str| -> Option<i64> {
         (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))

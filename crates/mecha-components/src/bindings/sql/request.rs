@@ -14,25 +14,25 @@ use serde_json::Value;
 use super::time::{go_duration, rfc3339_nanos};
 
 /// Runs a statement, answering the affected row count.
-pub(super) const EXEC: &str = "exec";
+pub(crate) const EXEC: &str = "exec";
 /// Runs a statement, answering its rows as JSON.
-pub(super) const QUERY: &str = "query";
+pub(crate) const QUERY: &str = "query";
 /// Closes the connection pool; later operations fail.
-pub(super) const CLOSE: &str = "close";
+pub(crate) const CLOSE: &str = "close";
 /// The operations of both SQL bindings, in Dapr's order.
-pub(super) const OPERATIONS: &[&str] = &[EXEC, QUERY, CLOSE];
+pub(crate) const OPERATIONS: &[&str] = &[EXEC, QUERY, CLOSE];
 
 const SQL: &str = "sql";
 const PARAMS: &str = "params";
 
 /// A validated `exec` or `query` request.
-pub(super) struct SqlRequest {
+pub(crate) struct SqlRequest {
     /// `exec` or `query`.
-    pub(super) operation: String,
+    pub(crate) operation: String,
     /// The statement, as the app wrote it.
-    pub(super) sql: String,
+    pub(crate) sql: String,
     /// The arguments of its placeholders.
-    pub(super) params: Vec<Value>,
+    pub(crate) params: Vec<Value>,
     started_at: SystemTime,
     started: Instant,
 }
@@ -41,7 +41,7 @@ pub(super) struct SqlRequest {
 
 impl SqlRequest {
     /// Reads `sql` (required) and `params` (optional JSON array) from the request metadata.
-    pub(super) fn parse(req: &InvokeRequest) -> Result<Self, BindingError> {
+    pub(crate) fn parse(req: &InvokeRequest) -> Result<Self, BindingError> {
         let sql = match req.metadata.get(SQL) {
             Some(sql) if !sql.trim().is_empty() => sql.clone(),
             _ => {
@@ -68,7 +68,7 @@ impl SqlRequest {
     }
 
     /// The response: `data`, and the timing metadata (plus `rows-affected` when given).
-    pub(super) fn respond(self, data: Option<Bytes>, rows_affected: Option<u64>) -> InvokeResponse {
+    pub(crate) fn respond(self, data: Option<Bytes>, rows_affected: Option<u64>) -> InvokeResponse {
         let took = self.started.elapsed();
         let ended_at = self.started_at + took;
         let mut metadata = HashMap::from([
@@ -93,7 +93,7 @@ impl SqlRequest {
 /// A decimal number's text as JSON: a number when an `f64` holds it exactly as written
 /// (`1.50` → `1.5`), else the text itself (`12345678901234567890.1`, `NaN`), so no digit is
 /// silently lost.
-pub(super) fn decimal(text: &str) -> Value {
+pub(crate) fn decimal(text: &str) -> Value {
     if let Ok(n) = text.parse::<i64>() {
         return Value::from(n);
     }
