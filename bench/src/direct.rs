@@ -77,3 +77,38 @@ pub(crate) async fn postgres(
         })
     }))
 }
+
+/// Redis `GET key`, as `bindings.redis` does for `get`.
+pub(crate) async fn redis_get(url: &str, key: &str) -> anyhow::Result<Call> {
+    let client = redis::Client::open(format!("redis://{url}"))?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let key = Arc::new(key.to_owned());
+    Ok(Arc::new(move |_| {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        Box::pin(async move {
+            redis::cmd("GET")
+                .arg(key.as_str())
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+                .is_ok_and(|v| v.is_some())
+        })
+    }))
+}
+
+/// PostgreSQL `SELECT $1::int` with one bound parameter, as `bindings.postgresql` runs `query`.
+pub(crate) async fn postgres_select(url: &str, connections: u32) -> anyhow::Result<Call> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(url)
+        .await?;
+    Ok(Arc::new(move |_| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT $1::int")
+                .bind(1i32)
+                .fetch_all(&pool)
+                .await
+                .is_ok_and(|r| r.len() == 1)
+        })
+    }))
+}

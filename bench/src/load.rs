@@ -215,3 +215,20 @@ pub(crate) async fn bare_server(port: u16) -> anyhow::Result<()> {
         });
     }
 }
+
+/// An output binding invocation over HTTP with a fixed body.
+pub(crate) fn http_binding(port: u16, name: &str, body: String, concurrency: usize) -> Call {
+    let c = http_client(concurrency);
+    let url = format!("http://127.0.0.1:{port}/v1.0/bindings/{name}");
+    let body = Bytes::from(body);
+    Arc::new(move |_| {
+        let (c, url, body) = (c.clone(), url.clone(), body.clone());
+        Box::pin(async move {
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .body(Full::new(body));
+            let Ok(req) = req else { return false };
+            send(&c, req).await
+        })
+    })
+}

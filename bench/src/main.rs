@@ -171,6 +171,7 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
             .push((store.to_string(), sidecar.peak_rss_kb()?));
     }
     drop_pg_table(&postgres, &pg_table).await;
+    bindings(mecha, &mut report, duration, &redis, &postgres).await?;
 
     eprintln!("Footprint and start-up …");
     report.footprint = Some(Footprint::measure(mecha, if quick { 5 } else { 20 }).await?);
@@ -189,4 +190,100 @@ async fn drop_pg_table(url: &str, table: &str) {
             .execute(&pool)
             .await;
     }
+}
+
+/// Output bindings on Redis (`get`) and PostgreSQL (`query`) through the sidecar over HTTP,
+/// against the same operation done directly.
+async fn bindings(
+    mecha: &Path,
+    report: &mut Report,
+    duration: Duration,
+    redis: &str,
+    postgres: &str,
+) -> anyhow::Result<()> {
+    let key = format!("bench-binding-{}", std::process::id());
+    let client = redis::Client::open(format!("redis://{redis}"))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(load::VALUE)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let components = [
+        (
+            "redisbinding",
+            "bindings.redis",
+            vec![("redisHost", redis.to_owned())],
+        ),
+        (
+            "pgbinding",
+            "bindings.postgresql",
+            vec![("connectionString", postgres.to_owned())],
+        ),
+    ];
+    let sidecar = Sidecar::start_with(mecha, &components).await?;
+    let redis_body = format!(r#"{{"operation":"get","metadata":{{"key":"{key}"}}}}"#);
+    let pg_body =
+        r#"{"operation":"query","metadata":{"sql":"SELECT $1::int","params":"[1]"}}"#.to_owned();
+    for &concurrency in CONCURRENCIES {
+        let load = Load {
+            concurrency,
+            duration,
+        };
+        eprintln!("bindings: redis get at concurrency {concurrency} …");
+        let call = load::http_binding(
+            sidecar.http_port,
+            "redisbinding",
+            redis_body.clone(),
+            concurrency,
+        );
+        let r = load::run(load, call).await?;
+        report.rows.push(Row::new(
+            "mecha",
+            "bindings.redis",
+            "HTTP",
+            "get",
+            load,
+            &r,
+            None,
+        ));
+        let r = load::run(load, direct::redis_get(redis, &key).await?).await?;
+        report.rows.push(Row::new(
+            "direct redis",
+            "bindings.redis",
+            "native",
+            "get",
+            load,
+            &r,
+            None,
+        ));
+        eprintln!("bindings: postgresql query at concurrency {concurrency} …");
+        let call = load::http_binding(sidecar.http_port, "pgbinding", pg_body.clone(), concurrency);
+        let r = load::run(load, call).await?;
+        report.rows.push(Row::new(
+            "mecha",
+            "bindings.postgresql",
+            "HTTP",
+            "query",
+            load,
+            &r,
+            None,
+        ));
+        let conns = u32::try_from(concurrency).unwrap_or(16);
+        let r = load::run(load, direct::postgres_select(postgres, conns).await?).await?;
+        report.rows.push(Row::new(
+            "direct sqlx",
+            "bindings.postgresql",
+            "native",
+            "query",
+            load,
+            &r,
+            None,
+        ));
+    }
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
 }

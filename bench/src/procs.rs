@@ -29,8 +29,6 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// Writes a resources folder with one `statestore` of `store_type` and `metadata`; a SQLite
 /// store gets a file in `dir`.
 fn resources(dir: &Path, store_type: &str, metadata: &[(&str, String)]) -> anyhow::Result<PathBuf> {
-    let res = dir.join("resources");
-    std::fs::create_dir_all(&res)?;
     let mut items: Vec<(&str, String)> = metadata.to_vec();
     if store_type == "state.sqlite" {
         items.push((
@@ -38,18 +36,30 @@ fn resources(dir: &Path, store_type: &str, metadata: &[(&str, String)]) -> anyho
             dir.join("state.db").display().to_string(),
         ));
     }
-    let mut yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: {store_type}\n  version: v1\n  metadata:"
-    );
-    if items.is_empty() {
-        yaml.push_str(" []\n");
-    } else {
-        yaml.push('\n');
-        for (k, v) in items {
-            yaml.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    write_components(dir, &[("statestore", store_type, items)])
+}
+
+/// One component: name, type and plain metadata.
+pub(crate) type ComponentSpec<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+
+/// Writes a resources folder in `dir` with `components`.
+fn write_components(dir: &Path, components: &[ComponentSpec<'_>]) -> anyhow::Result<PathBuf> {
+    let res = dir.join("resources");
+    std::fs::create_dir_all(&res)?;
+    for (name, component_type, items) in components {
+        let mut yaml = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {component_type}\n  version: v1\n  metadata:"
+        );
+        if items.is_empty() {
+            yaml.push_str(" []\n");
+        } else {
+            yaml.push('\n');
+            for (k, v) in items {
+                yaml.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+            }
         }
+        std::fs::write(res.join(format!("{name}.yaml")), yaml)?;
     }
-    std::fs::write(res.join("statestore.yaml"), yaml)?;
     Ok(res)
 }
 
@@ -139,6 +149,20 @@ impl Sidecar {
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let res = resources(dir.path(), store_type, metadata)?;
+        Self::start_in(mecha, dir, res).await
+    }
+
+    /// A sidecar with the given components.
+    pub(crate) async fn start_with(
+        mecha: &Path,
+        components: &[ComponentSpec<'_>],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let res = write_components(dir.path(), components)?;
+        Self::start_in(mecha, dir, res).await
+    }
+
+    async fn start_in(mecha: &Path, dir: tempfile::TempDir, res: PathBuf) -> anyhow::Result<Self> {
         let (http_port, grpc_port) = (free_port()?, free_port()?);
         let child = spawn_sidecar(mecha, &res, http_port, grpc_port)?;
         let s = Self {

@@ -194,8 +194,10 @@ impl Report {
         for (store, direct) in [
             ("state.redis", "direct redis"),
             ("state.postgresql", "direct sqlx"),
+            ("bindings.redis", "direct redis"),
+            ("bindings.postgresql", "direct sqlx"),
         ] {
-            for op in ["GET", "SAVE"] {
+            for op in ["GET", "SAVE", "get", "query"] {
                 for protocol in ["HTTP", "gRPC"] {
                     let (Some(m1), Some(d1), Some(m16), Some(d16)) = (
                         self.find("mecha", store, protocol, op, 1),
@@ -207,7 +209,7 @@ impl Report {
                     };
                     writeln!(
                         s,
-                        "- `{store}` {op} over {protocol} vs the same operation with the store's client ({direct}): added **{} µs p50**, {} µs p99 at concurrency 1 (target ≤ 60 µs p50); throughput at concurrency 16 is {:.0}% of direct.",
+                        "- `{store}` {op} over {protocol} vs the same operation with the store's client ({direct}): added **{} µs p50**, {} µs p99 at concurrency 1 (state target ≤ 60 µs p50); throughput at concurrency 16 is {:.0}% of direct.",
                         m1.p50_us as i64 - d1.p50_us as i64,
                         m1.p99_us as i64 - d1.p99_us as i64,
                         100.0 * m16.rps / d16.rps.max(1.0),

@@ -44,7 +44,7 @@ with DaprClient() as d:
     sub_id = d.subscribe_configuration(STORE, [k1], lambda id, resp: updates.put((id, resp)))
     check('subscribe_configuration returns an id', bool(sub_id), sub_id)
 
-    set_directly(k2, 'not watched')
+    set_directly(k2, 'not-watched')
     set_directly(k1, 'green')
     try:
         got_id, resp = updates.get(timeout=10)

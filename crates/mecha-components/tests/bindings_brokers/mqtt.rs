@@ -315,3 +315,32 @@ async fn outage_fails_fast_and_both_sides_recover_after_restart() {
     input.close().await;
     output.close().await;
 }
+
+#[tokio::test]
+async fn unreachable_broker_fails_reads_and_publishes_quickly() {
+    let url = format!("tcp://127.0.0.1:{}", free_port());
+    let (input, output) = sides(
+        &component(
+            &url,
+            &[("topic", "mecha/none"), ("consumerID", &unique("u"))],
+        )
+        .await,
+    );
+    let started = Instant::now();
+    let (handler, _rx) = recorder(0);
+    let err = input.read(handler).await.unwrap_err();
+    assert!(
+        matches!(err, BindingError::Backend(ref m) if m.contains("127.0.0.1")),
+        "{err:?}"
+    );
+    let err = output.invoke(create("x", &[])).await.unwrap_err();
+    assert!(
+        matches!(err, BindingError::Backend(ref m) if m.contains("not reachable")),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+}

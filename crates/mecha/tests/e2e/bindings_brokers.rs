@@ -141,6 +141,26 @@ pub(crate) fn events(inbox: &Inbox, route: &str) -> Vec<Received> {
         .collect()
 }
 
+/// Publishes to `mq` over HTTP until the app sees an event: the sidecar may report ready
+/// before the MQTT subscription exists, and MQTT keeps nothing for a subscription not made yet.
+pub(crate) async fn warm_up_mqtt(p: &MechaProcess, inbox: &Inbox) {
+    let c = Client::new();
+    let mut n = 0;
+    eventually!(
+        Duration::from_secs(15),
+        {
+            n += 1;
+            let body = json!({"operation": "create", "data": {"warmup": n}});
+            let r = invoke(&c, p, "mq", body).await;
+            assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", p.log());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            !events(inbox, "mq").is_empty()
+        },
+        "no MQTT event reached the app\n{}",
+        p.log()
+    );
+}
+
 async fn invoke(c: &Client, p: &MechaProcess, name: &str, body: Value) -> reqwest::Response {
     c.post(format!("{}/v1.0/bindings/{name}", p.http_url()))
         .json(&body)
@@ -160,27 +180,7 @@ async fn broker_bindings_through_the_sidecar_with_redelivery() {
         .await;
     let c = Client::new();
 
-    // The sidecar may report ready before the MQTT subscription exists, and MQTT keeps no
-    // messages for a subscription not made yet: publish until the app sees one.
-    let mut n = 0;
-    eventually!(
-        Duration::from_secs(15),
-        {
-            n += 1;
-            let r = invoke(
-                &c,
-                &p,
-                "mq",
-                json!({"operation": "create", "data": {"n": n}}),
-            )
-            .await;
-            assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", p.log());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            !events(&inbox, "mq").is_empty()
-        },
-        "no MQTT event reached the app\n{}",
-        p.log()
-    );
+    warm_up_mqtt(&p, &inbox).await;
     let r = invoke(
         &c,
         &p,

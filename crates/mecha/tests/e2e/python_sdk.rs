@@ -337,7 +337,7 @@ async fn output_bindings_http_and_localstorage() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_bindings_mqtt_and_rabbitmq() {
-    use crate::bindings_brokers::{app, delete_queue, events, resources};
+    use crate::bindings_brokers::{app, delete_queue, events, resources, warm_up_mqtt};
     let (app_port, inbox) = app(false).await;
     let (res, queue) = resources();
     let sidecar = MechaProcess::builder(crate::MECHA)
@@ -346,6 +346,7 @@ async fn broker_bindings_mqtt_and_rabbitmq() {
         .args(["--app-port", &app_port.to_string()])
         .start()
         .await;
+    warm_up_mqtt(&sidecar, &inbox).await;
     run_script(
         &sidecar,
         "bindings_brokers_sdk.py",
