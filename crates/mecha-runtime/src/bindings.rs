@@ -114,8 +114,15 @@ impl BindingsService {
             }
             let wanted = match app.grpc() {
                 Some(mut grpc) => match grpc.list_input_bindings(app.grpc_request(())).await {
-                    Ok(r) => Some(r.into_inner().bindings.into_iter().collect::<HashSet<_>>()),
-                    Err(e) if e.code() == Code::Unimplemented => Some(HashSet::new()),
+                    Ok(r) => {
+                        let names = r.into_inner().bindings;
+                        tracing::info!(bindings = ?names, "The app lists its input bindings");
+                        Some(names.into_iter().collect::<HashSet<_>>())
+                    }
+                    Err(e) if e.code() == Code::Unimplemented => {
+                        tracing::info!("The app does not implement ListInputBindings");
+                        Some(HashSet::new())
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "ListInputBindings failed; no input binding is read");
                         Some(HashSet::new())

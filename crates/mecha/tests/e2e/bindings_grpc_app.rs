@@ -15,9 +15,21 @@ use crate::MECHA;
 /// A binding name and the `dapr-api-token` the app received with it.
 type Event = (String, Option<String>);
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct App {
     events: Arc<Mutex<Vec<Event>>>,
+    data: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    wanted: Vec<String>,
+}
+
+impl App {
+    fn wanting(names: &[&str]) -> Self {
+        Self {
+            events: Arc::default(),
+            data: Arc::default(),
+            wanted: names.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -44,9 +56,8 @@ impl AppCallback for App {
         &self,
         _: Request<()>,
     ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
-        // `ignored` is configured in the sidecar but not wanted by the app.
         Ok(Response::new(rt::ListInputBindingsResponse {
-            bindings: vec!["ticker".into()],
+            bindings: self.wanted.clone(),
         }))
     }
     async fn on_binding_event(
@@ -58,10 +69,12 @@ impl AppCallback for App {
             .get("dapr-api-token")
             .and_then(|t| t.to_str().ok())
             .map(str::to_owned);
-        self.events
+        let event = req.into_inner();
+        self.data
             .lock()
             .unwrap()
-            .push((req.into_inner().name, token));
+            .push((event.name.clone(), event.data));
+        self.events.lock().unwrap().push((event.name, token));
         Ok(Response::new(rt::BindingEventResponse::default()))
     }
     async fn on_bulk_topic_event(
@@ -80,7 +93,8 @@ impl AppCallback for App {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cron_ticks_reach_a_grpc_app_that_lists_the_binding() {
-    let app = App::default();
+    // `ignored` is configured in the sidecar but not wanted by the app.
+    let app = App::wanting(&["ticker"]);
     let port = free_port();
     let server = tonic::transport::Server::builder()
         .add_service(AppCallbackServer::new(app.clone()))
@@ -119,4 +133,55 @@ async fn cron_ticks_reach_a_grpc_app_that_lists_the_binding() {
             "APP_API_TOKEN is sent to the app"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_and_rabbitmq_messages_reach_a_grpc_app() {
+    let app = App::wanting(&["mq", "rq"]);
+    let port = free_port();
+    let server = tonic::transport::Server::builder()
+        .add_service(AppCallbackServer::new(app.clone()))
+        .serve(([127, 0, 0, 1], port).into());
+    tokio::spawn(server);
+    let (res, queue) = crate::bindings_brokers::resources();
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .args(["--app-port", &port.to_string(), "--app-protocol", "grpc"])
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    let publish = |name: &'static str, n: u32| {
+        let c = c.clone();
+        let url = format!("{}/v1.0/bindings/{name}", p.http_url());
+        async move {
+            let body = serde_json::json!({"operation": "create", "data": {"from": name, "n": n}});
+            c.post(url).json(&body).send().await.unwrap().status()
+        }
+    };
+    // The sidecar may be ready before the subscriptions exist; publish until both arrive.
+    let mut n = 0;
+    eventually!(
+        Duration::from_secs(20),
+        {
+            n += 1;
+            assert!(publish("mq", n).await.is_success());
+            assert!(publish("rq", n).await.is_success());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let data = app.data.lock().unwrap().clone();
+            ["mq", "rq"]
+                .iter()
+                .all(|b| data.iter().any(|(name, _)| name == b))
+        },
+        "MQTT and RabbitMQ messages did not both reach the gRPC app\n{}",
+        p.log()
+    );
+    for (name, data) in app.data.lock().unwrap().iter() {
+        let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(
+            v["from"],
+            name.as_str(),
+            "the event carries what was published"
+        );
+    }
+    crate::bindings_brokers::delete_queue(&queue);
 }
