@@ -108,6 +108,7 @@ impl BindingsService {
             return;
         };
         let service = self.clone();
+        health.set_inputs_ready(false);
         tokio::spawn(async move {
             while !health.app_ready() {
                 tokio::time::sleep(APP_READY_POLL).await;
@@ -149,6 +150,9 @@ impl BindingsService {
                     }
                 }
             }
+            // `/v1.0/healthz` waits for this, so that an app that checks it sees no event lost
+            // to a subscription not made yet.
+            health.set_inputs_ready(true);
         });
     }
 

@@ -15,6 +15,8 @@ const APP_PORT_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Health {
     outbound: AtomicBool,
     app: AtomicBool,
+    /// False while input bindings wait to be subscribed (they start once the app is ready).
+    inputs: AtomicBool,
 }
 
 // === impl Health ===
@@ -25,6 +27,7 @@ impl Health {
         Self {
             outbound: AtomicBool::new(false),
             app: AtomicBool::new(app_ready),
+            inputs: AtomicBool::new(true),
         }
     }
 
@@ -36,6 +39,11 @@ impl Health {
     /// Marks the app channel ready.
     pub fn set_app_ready(&self) {
         self.app.store(true, Ordering::Release);
+    }
+
+    /// Marks the input bindings as waiting to be started, or started.
+    pub fn set_inputs_ready(&self, ready: bool) {
+        self.inputs.store(ready, Ordering::Release);
     }
 
     /// Whether the app channel is ready.
@@ -73,6 +81,9 @@ impl Health {
         }
         if !self.app_ready() {
             waiting.push("app-channel");
+        }
+        if !self.inputs.load(Ordering::Acquire) {
+            waiting.push("input-bindings");
         }
         if waiting.is_empty() {
             Ok(())
