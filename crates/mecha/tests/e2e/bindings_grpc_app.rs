@@ -12,13 +12,16 @@ use tonic::{Request, Response, Status};
 
 use crate::MECHA;
 
+/// A binding name and the payload of one of its events.
+type Payload = (String, Vec<u8>);
+
 /// A binding name and the `dapr-api-token` the app received with it.
 type Event = (String, Option<String>);
 
 #[derive(Clone)]
 struct App {
     events: Arc<Mutex<Vec<Event>>>,
-    data: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    data: Arc<Mutex<Vec<Payload>>>, // (binding, payload)
     wanted: Vec<String>,
 }
 
