@@ -26,23 +26,22 @@
 mod codec;
 
 use super::sql::request;
+use super::sql::{self, Database, Outcome};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use mecha_core::bindings::{
     BindingComponent, BindingError, DIRECTION, InvokeRequest, InvokeResponse, OutputBinding, ROUTE,
 };
 use mecha_core::component::{ComponentError, ComponentInit};
 use mecha_core::duration::parse_go_duration;
-use serde_json::Value;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 
 use crate::state::mysql::dsn;
-use request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
+use request::{EXEC, OPERATIONS, SqlRequest};
 
 const URL: &str = "url";
 const MAX_IDLE_CONNS: &str = "maxIdleConns";
@@ -75,12 +74,6 @@ pub struct MySqlBinding {
     timeout: Duration,
     address: String,
     closed: AtomicBool,
-}
-
-/// What a statement gave back.
-enum Outcome {
-    Rows(Vec<Value>),
-    Affected(u64),
 }
 
 /// The validated `spec.metadata` of a `bindings.mysql` component.
@@ -210,7 +203,7 @@ impl MySqlBinding {
 
     /// Runs the statement within the operation timeout: rows for `query`, the affected row
     /// count for `exec`.
-    async fn run(&self, req: &SqlRequest) -> Result<Outcome, BindingError> {
+    async fn run_statement(&self, req: &SqlRequest) -> Result<Outcome, BindingError> {
         let work = async {
             let mut conn = self.pool.acquire().await.map_err(|e| match e {
                 sqlx::Error::PoolTimedOut => BindingError::Backend(format!(
@@ -287,6 +280,20 @@ impl MySqlBinding {
     }
 }
 
+impl Database for MySqlBinding {
+    fn run(&self, req: &SqlRequest) -> impl Future<Output = Result<Outcome, BindingError>> + Send {
+        self.run_statement(req)
+    }
+
+    async fn close_pool(&self) {
+        self.pool.close().await;
+    }
+
+    fn closed(&self) -> &AtomicBool {
+        &self.closed
+    }
+}
+
 #[async_trait]
 impl OutputBinding for MySqlBinding {
     fn operations(&self) -> &[&'static str] {
@@ -294,31 +301,10 @@ impl OutputBinding for MySqlBinding {
     }
 
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, BindingError> {
-        match req.operation.as_str() {
-            CLOSE => {
-                self.close().await;
-                return Ok(InvokeResponse::default());
-            }
-            EXEC | QUERY => {}
-            other => return Err(BindingError::unsupported(other, OPERATIONS)),
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(BindingError::Backend("component is closed".into()));
-        }
-        let sql = SqlRequest::parse(&req)?;
-        Ok(match self.run(&sql).await? {
-            Outcome::Affected(rows) => sql.respond(None, Some(rows)),
-            Outcome::Rows(rows) => {
-                let data = serde_json::to_vec(&rows)
-                    .map_err(|e| BindingError::Backend(format!("serializing the rows: {e}")))?;
-                sql.respond(Some(Bytes::from(data)), None)
-            }
-        })
+        sql::invoke(self, req).await
     }
 
     async fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.pool.close().await;
-        }
+        sql::close(self).await;
     }
 }

@@ -25,13 +25,13 @@
 mod codec;
 
 use super::sql::request;
+use super::sql::{self, Database, Outcome};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use mecha_core::Metadata;
 use mecha_core::bindings::{
     BindingComponent, BindingError, InvokeRequest, InvokeResponse, OutputBinding,
@@ -43,7 +43,7 @@ use sqlx::{AssertSqlSafe, Connection as _, Either, Executor, Row, SqlSafeStr, St
 
 use self::codec::Param;
 use crate::state::postgresql::connection::{self, CONNECTION_KEYS, Connection};
-use request::{CLOSE, EXEC, OPERATIONS, QUERY, SqlRequest};
+use request::{EXEC, OPERATIONS, SqlRequest};
 
 const CONNECTION_STRING: &str = "connectionString";
 /// Dapr's older name of `connectionString`.
@@ -60,12 +60,6 @@ pub struct PostgresBinding {
     pool: PgPool,
     timeout: Duration,
     closed: AtomicBool,
-}
-
-/// What a statement gave back.
-enum Outcome {
-    Rows(Vec<Value>),
-    Affected(u64),
 }
 
 // === impl PostgresBinding ===
@@ -108,7 +102,7 @@ impl PostgresBinding {
     }
 
     /// Runs the statement within the operation timeout.
-    async fn run(&self, req: &SqlRequest) -> Result<Outcome, BindingError> {
+    async fn run_statement(&self, req: &SqlRequest) -> Result<Outcome, BindingError> {
         let work = async {
             let mut conn = self.pool.acquire().await.map_err(|e| self.backend(&e))?;
             if req.operation == EXEC && req.params.is_empty() {
@@ -199,6 +193,20 @@ impl PostgresBinding {
     }
 }
 
+impl Database for PostgresBinding {
+    fn run(&self, req: &SqlRequest) -> impl Future<Output = Result<Outcome, BindingError>> + Send {
+        self.run_statement(req)
+    }
+
+    async fn close_pool(&self) {
+        self.pool.close().await;
+    }
+
+    fn closed(&self) -> &AtomicBool {
+        &self.closed
+    }
+}
+
 #[async_trait]
 impl OutputBinding for PostgresBinding {
     fn operations(&self) -> &[&'static str] {
@@ -206,32 +214,11 @@ impl OutputBinding for PostgresBinding {
     }
 
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, BindingError> {
-        match req.operation.as_str() {
-            CLOSE => {
-                self.close().await;
-                return Ok(InvokeResponse::default());
-            }
-            EXEC | QUERY => {}
-            other => return Err(BindingError::unsupported(other, OPERATIONS)),
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(BindingError::Backend("component is closed".into()));
-        }
-        let sql = SqlRequest::parse(&req)?;
-        Ok(match self.run(&sql).await? {
-            Outcome::Affected(rows) => sql.respond(None, Some(rows)),
-            Outcome::Rows(rows) => {
-                let data = serde_json::to_vec(&rows)
-                    .map_err(|e| BindingError::Backend(format!("serializing the rows: {e}")))?;
-                sql.respond(Some(Bytes::from(data)), None)
-            }
-        })
+        sql::invoke(self, req).await
     }
 
     async fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.pool.close().await;
-        }
+        sql::close(self).await;
     }
 }
 
