@@ -1,11 +1,5 @@
 //! State stores and their registration table.
 
-#[cfg(any(
-    feature = "state-sqlite",
-    feature = "state-postgresql",
-    feature = "state-mysql"
-))]
-mod expiry;
 pub mod in_memory;
 #[cfg(feature = "state-mysql")]
 pub mod mysql;
@@ -13,6 +7,12 @@ pub mod mysql;
 pub mod postgresql;
 #[cfg(feature = "state-redis")]
 pub mod redis;
+#[cfg(any(
+    feature = "state-sqlite",
+    feature = "state-postgresql",
+    feature = "state-mysql"
+))]
+mod shared;
 #[cfg(feature = "state-sqlite")]
 pub mod sqlite;
 

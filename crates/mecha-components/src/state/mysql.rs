@@ -40,7 +40,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
-use super::expiry::{Cleanup, DeletesExpired};
+use super::shared::{Cleanup, DeletesExpired, within};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -156,14 +156,12 @@ impl MySqlStateStore {
         &self,
         op: impl Future<Output = Result<T, StateError>>,
     ) -> Result<T, StateError> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StateError::Backend(format!(
-                    "mysql: no answer from {} within {:?}",
-                    self.address, self.timeout
-                )))
-            })
+        within(
+            self.timeout,
+            || format!("mysql: no answer from {}", self.address),
+            op,
+        )
+        .await
     }
 
     /// A pooled connection, or an error saying why none could be had.

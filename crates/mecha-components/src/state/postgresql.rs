@@ -37,7 +37,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
-use super::expiry::{Cleanup, DeletesExpired};
+use super::shared::{Cleanup, DeletesExpired, within};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -100,14 +100,7 @@ impl PostgresStateStore {
         &self,
         op: impl Future<Output = Result<T, StateError>>,
     ) -> Result<T, StateError> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StateError::Backend(format!(
-                    "postgresql: timed out after {:?}",
-                    self.timeout
-                )))
-            })
+        within(self.timeout, || "postgresql: no answer".to_owned(), op).await
     }
 
     fn backend(&self, e: sqlx::Error) -> StateError {

@@ -23,7 +23,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
-use super::expiry::{Cleanup, DeletesExpired};
+use super::shared::{Cleanup, DeletesExpired, within};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -110,14 +110,7 @@ impl SqliteStateStore {
         &self,
         op: impl Future<Output = Result<T, StateError>>,
     ) -> Result<T, StateError> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StateError::Backend(format!(
-                    "sqlite: timed out after {:?}",
-                    self.timeout
-                )))
-            })
+        within(self.timeout, || "sqlite: no answer".to_owned(), op).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! The periodic clean-up of expired rows, shared by the SQL state stores: they never return an
-//! expired row, and this task keeps their tables from growing with them.
+//! What the SQL state stores share: the bound on every operation, and the periodic clean-up
+//! of expired rows (they never return an expired row; this task keeps their tables from
+//! growing with them).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -7,6 +8,17 @@ use std::time::Duration;
 
 use mecha_core::state::StateError;
 use tokio::task::AbortHandle;
+
+/// Runs `op`, or fails with a backend error saying `what` did not answer within `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    op: impl Future<Output = Result<T, StateError>>,
+) -> Result<T, StateError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or_else(|_| Err(StateError::Backend(format!("{} within {limit:?}", what()))))
+}
 
 /// A store that can delete its expired rows.
 pub(crate) trait DeletesExpired: Send + Sync + 'static {
