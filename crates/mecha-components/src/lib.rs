@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod configuration;
 pub mod lock;
+pub mod pubsub;
 pub mod registry;
 pub mod secretstores;
 pub mod state;

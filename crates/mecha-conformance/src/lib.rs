@@ -18,4 +18,5 @@
 
 pub mod configuration;
 pub mod lock;
+pub mod pubsub;
 pub mod state;
