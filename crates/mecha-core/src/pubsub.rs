@@ -14,7 +14,8 @@
 //! * **In flight.** At most [`SubscribeRequest::max_in_flight`] handler calls run at once for
 //!   one subscription. With 1, messages of a topic are handed over in publish order where the
 //!   broker orders them.
-//! * **TTL.** A message published with metadata `ttlInSeconds` is not delivered once that many
+//! * **TTL** (brokers declaring [`PubSubFeature::Ttl`]). A message published with metadata
+//!   `ttlInSeconds` is not delivered once that many
 //!   seconds have passed since it was published ([`expires_at`], [`is_expired`]).
 //! * **Stopping.** [`Subscription::stop`] returns once no handler call is running and no new
 //!   one will start; other subscriptions go on.
@@ -86,6 +87,8 @@ pub enum PubSubFeature {
     MessageMetadata,
     /// Publish order is delivery order within a topic (with one message in flight).
     Ordered,
+    /// `ttlInSeconds` on publish is honoured (the message is not delivered once expired).
+    Ttl,
 }
 
 /// A message broker.

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+mod subscription;
+
+pub use subscription::{BulkSubscribe, Routes, Rule, SubscriptionResource, SubscriptionSpec};
+
 /// The `apiVersion` group of every Dapr resource.
 pub const API_GROUP: &str = "dapr.io/";
 
@@ -18,6 +22,8 @@ pub enum Resource {
     Component(ComponentResource),
     /// `kind: Configuration`.
     Configuration(ConfigurationResource),
+    /// `kind: Subscription`.
+    Subscription(SubscriptionResource),
     /// A document of another kind, kept only to be reported and skipped.
     Other {
         /// The document's `kind`.
@@ -195,6 +201,15 @@ impl Resource {
                 spec: doc.get("spec").cloned().unwrap_or(Value::Null),
                 source: source.to_owned(),
             }));
+        }
+        if kind == "Subscription" && api_version.starts_with(API_GROUP) {
+            let name = match name {
+                Some(n) if !n.trim().is_empty() => n,
+                _ => return Err(invalid(None, "subscription has no metadata.name".into())),
+            };
+            return SubscriptionResource::from_document(&doc, name, source.to_owned())
+                .map(Resource::Subscription)
+                .map_err(|r| invalid(Some(name), r));
         }
         if kind != "Component" || !api_version.starts_with(API_GROUP) {
             return Ok(Resource::Other {

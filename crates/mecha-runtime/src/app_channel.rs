@@ -12,13 +12,21 @@ use hyper_util::rt::TokioExecutor;
 use mecha_proto::runtime::app_callback_client::AppCallbackClient;
 use tonic::transport::Channel;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use mecha_proto::runtime::app_callback_health_check_client::AppCallbackHealthCheckClient;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::config::{AppProtocol, RuntimeConfig};
 
 /// The channel to the app.
 pub struct AppChannel {
     http: Option<HttpChannel>,
     grpc: Option<AppCallbackClient<Channel>>,
+    grpc_channel: Option<Channel>,
     token: Option<HeaderValue>,
+    limit: Option<Arc<Semaphore>>,
 }
 
 /// An HTTP client bound to the app's address.
@@ -54,7 +62,8 @@ impl AppChannel {
                     Channel::from_shared(format!("http://{}:{port}", config.app_channel_address))
                         .ok()?
                         .tcp_nodelay(true);
-                (None, Some(AppCallbackClient::new(endpoint.connect_lazy())))
+                let channel = endpoint.connect_lazy();
+                (None, Some(channel))
             }
             AppProtocol::Http | AppProtocol::Https | AppProtocol::H2c => {
                 let mut connector = HttpConnector::new();
@@ -70,7 +79,48 @@ impl AppChannel {
                 (Some(http), None)
             }
         };
-        Some(Self { http, grpc, token })
+        Some(Self {
+            http,
+            grpc: grpc.clone().map(AppCallbackClient::new),
+            grpc_channel: grpc,
+            token,
+            limit: config
+                .app_max_concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+        })
+    }
+
+    /// Waits for a slot under `--app-max-concurrency` (at once when unlimited); hold the
+    /// permit for the duration of the call into the app.
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.limit {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Probes the app's health: `GET <path>` answering 2xx for HTTP apps,
+    /// `AppCallbackHealthCheck.HealthCheck` for gRPC apps.
+    pub async fn health_check(&self, path: &str, timeout: Duration) -> Result<(), String> {
+        let probe = async {
+            if let Some(channel) = &self.grpc_channel {
+                let mut client = AppCallbackHealthCheckClient::new(channel.clone());
+                return client
+                    .health_check(self.grpc_request(()))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("HealthCheck failed: {e}"));
+            }
+            let res = self.request(Method::GET, path, [], Bytes::new()).await?;
+            if res.status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("GET {path} answered {}", res.status))
+            }
+        };
+        tokio::time::timeout(timeout, probe)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
     }
 
     /// Whether the app speaks gRPC.

@@ -187,6 +187,7 @@ fn deliver_to(app: Arc<AppChannel>, name: String, route: String) -> EventHandler
     Arc::new(move |event: BindingEvent| {
         let (app, name, route) = (app.clone(), name.clone(), route.clone());
         Box::pin(async move {
+            let permit = app.permit().await;
             let result = if let Some(mut grpc) = app.grpc() {
                 let req = rt::BindingEventRequest {
                     name: name.clone(),
@@ -214,6 +215,7 @@ fn deliver_to(app: Arc<AppChannel>, name: String, route: String) -> EventHandler
                     Err(e) => Err(e),
                 }
             };
+            drop(permit);
             if let Err(e) = &result {
                 tracing::warn!(binding = %name, error = %e, "Input binding event not accepted by the app");
             }

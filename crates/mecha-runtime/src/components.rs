@@ -15,7 +15,10 @@ use mecha_core::configuration::ConfigurationStore;
 use mecha_core::duration::parse_go_duration;
 use mecha_core::lock::LockStore;
 use mecha_core::metadata::parse_bool;
-use mecha_core::resource::{ComponentResource, MetadataValue, Resource, ResourceError};
+use mecha_core::pubsub::PubSub;
+use mecha_core::resource::{
+    ComponentResource, MetadataValue, Resource, ResourceError, SubscriptionResource,
+};
 use mecha_core::secretstores::SecretStore;
 use mecha_core::state::StateStore;
 
@@ -37,6 +40,10 @@ pub struct Components {
     pub locks: Vec<Loaded<dyn LockStore>>,
     /// Input and output bindings.
     pub bindings: Vec<Loaded<BindingComponent>>,
+    /// Pub/sub brokers.
+    pub pubsub: Vec<Loaded<dyn PubSub>>,
+    /// `kind: Subscription` resources in scope for this app.
+    pub subscriptions: Vec<SubscriptionResource>,
     infos: Vec<ComponentInfo>,
 }
 
@@ -110,11 +117,14 @@ impl Components {
     /// Reads every resources path of `config` and builds the components in scope. Secret
     /// stores are built first, so that other components can take values from them.
     pub async fn load(config: &RuntimeConfig) -> Result<Self, LoadError> {
-        let specs = in_scope_components(config)?;
+        let (specs, subscriptions) = in_scope_resources(config)?;
         let (secret_specs, other_specs): (Vec<_>, Vec<_>) = specs
             .into_iter()
             .partition(|s| block_of(&s.component_type) == SECRET_STORES);
-        let mut components = Components::default();
+        let mut components = Components {
+            subscriptions,
+            ..Components::default()
+        };
         for spec in secret_specs.iter().chain(&other_specs) {
             match components.build(spec, config).await {
                 Ok(()) => {}
@@ -244,6 +254,20 @@ impl Components {
                     metadata,
                 });
             }
+            "pubsub" => {
+                let broker = create(
+                    find(mecha_components::pubsub::REGISTRY, t, v),
+                    spec,
+                    init,
+                    timeout,
+                )
+                .await?;
+                self.pubsub.push(Loaded {
+                    info: info.clone(),
+                    component: broker,
+                    metadata,
+                });
+            }
             _ => return Err(unknown_type(spec)),
         }
         tracing::info!(
@@ -366,21 +390,34 @@ pub fn supported_types() -> Vec<String> {
         .chain(rows(mecha_components::configuration::REGISTRY))
         .chain(rows(mecha_components::lock::REGISTRY))
         .chain(rows(mecha_components::bindings::REGISTRY))
+        .chain(rows(mecha_components::pubsub::REGISTRY))
         .collect()
 }
 
-/// Reads every resources path and keeps the components this app may load, refusing
-/// duplicate names.
-fn in_scope_components(config: &RuntimeConfig) -> Result<Vec<ComponentResource>, LoadError> {
+/// Reads every resources path and keeps the components and subscriptions this app may load,
+/// refusing duplicate component names.
+fn in_scope_resources(
+    config: &RuntimeConfig,
+) -> Result<(Vec<ComponentResource>, Vec<SubscriptionResource>), LoadError> {
     let mut resources = Vec::new();
     for path in &config.resources_paths {
         resources.extend(read_resources_path(path)?);
     }
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut out = Vec::new();
+    let mut subscriptions = Vec::new();
     for resource in resources {
         let spec = match resource {
             Resource::Component(c) => c,
+            Resource::Subscription(s) => {
+                if s.in_scope(&config.app_id) {
+                    tracing::info!(name = %s.name, pubsub = %s.spec.pubsubname, topic = %s.spec.topic, file = %s.source.display(), "Subscription loaded");
+                    subscriptions.push(s);
+                } else {
+                    tracing::info!(name = %s.name, "Subscription is scoped to other apps; not loaded");
+                }
+                continue;
+            }
             Resource::Configuration(c) => {
                 tracing::info!(
                     name = %c.name,
@@ -413,7 +450,7 @@ fn in_scope_components(config: &RuntimeConfig) -> Result<Vec<ComponentResource>,
         seen.insert(spec.name.clone(), spec.source.clone());
         out.push(spec);
     }
-    Ok(out)
+    Ok((out, subscriptions))
 }
 
 /// Reads the YAML files of one resources folder, in name order.

@@ -55,6 +55,34 @@ pub struct RuntimeConfig {
     pub max_request_body: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub graceful_shutdown: Duration,
+    /// `--app-max-concurrency`: the most calls into the app at once (`None`: unlimited).
+    pub app_max_concurrency: Option<usize>,
+    /// `--enable-app-health-check` and its settings.
+    pub app_health_check: Option<AppHealthCheck>,
+}
+
+/// How the app's health is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppHealthCheck {
+    /// The HTTP path probed (HTTP apps).
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Failed probes in a row that make the app unhealthy.
+    pub threshold: u32,
+}
+
+impl Default for AppHealthCheck {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_millis(500),
+            threshold: 3,
+        }
+    }
 }
 
 // === impl AppProtocol ===
@@ -112,6 +140,8 @@ impl RuntimeConfig {
             app_api_token: None,
             max_request_body: 4 << 20,
             graceful_shutdown: Duration::from_secs(5),
+            app_max_concurrency: None,
+            app_health_check: None,
         }
     }
 }

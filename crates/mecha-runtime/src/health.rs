@@ -17,6 +17,8 @@ pub struct Health {
     app: AtomicBool,
     /// False while input bindings wait to be subscribed (they start once the app is ready).
     inputs: AtomicBool,
+    subscriptions: AtomicBool,
+    app_healthy: AtomicBool,
 }
 
 // === impl Health ===
@@ -28,6 +30,8 @@ impl Health {
             outbound: AtomicBool::new(false),
             app: AtomicBool::new(app_ready),
             inputs: AtomicBool::new(true),
+            subscriptions: AtomicBool::new(true),
+            app_healthy: AtomicBool::new(true),
         }
     }
 
@@ -44,6 +48,22 @@ impl Health {
     /// Marks the input bindings as waiting to be started, or started.
     pub fn set_inputs_ready(&self, ready: bool) {
         self.inputs.store(ready, Ordering::Release);
+    }
+
+    /// Marks the pub/sub subscriptions as made (or not yet).
+    pub fn set_subscriptions_ready(&self, ready: bool) {
+        self.subscriptions.store(ready, Ordering::Release);
+    }
+
+    /// Records the result of the app health probe.
+    pub fn set_app_healthy(&self, healthy: bool) {
+        self.app_healthy.store(healthy, Ordering::Release);
+    }
+
+    /// Whether the app may receive events: its port answers and its health probe (when
+    /// enabled) passes.
+    pub fn app_healthy(&self) -> bool {
+        self.app_ready() && self.app_healthy.load(Ordering::Acquire)
     }
 
     /// Whether the app channel is ready.
@@ -85,6 +105,9 @@ impl Health {
         if !self.inputs.load(Ordering::Acquire) {
             waiting.push("input-bindings");
         }
+        if !self.subscriptions.load(Ordering::Acquire) {
+            waiting.push("subscriptions");
+        }
         if waiting.is_empty() {
             Ok(())
         } else {
@@ -112,5 +135,39 @@ pub(crate) async fn wait_for_app_port(health: std::sync::Arc<Health>, addr: Stri
             logged = true;
         }
         tokio::time::sleep(APP_PORT_PROBE_INTERVAL).await;
+    }
+}
+
+/// Probes the app's health every `check.interval` once its port is ready; `check.threshold`
+/// failures in a row make it unhealthy (no pub/sub or binding deliveries), one success makes it
+/// healthy again.
+pub(crate) async fn probe_app_health(
+    health: std::sync::Arc<Health>,
+    app: std::sync::Arc<crate::app_channel::AppChannel>,
+    check: crate::config::AppHealthCheck,
+) {
+    while !health.app_ready() {
+        tokio::time::sleep(APP_PORT_PROBE_INTERVAL).await;
+    }
+    let mut failures = 0u32;
+    loop {
+        match app.health_check(&check.path, check.timeout).await {
+            Ok(()) => {
+                failures = 0;
+                if !health.app_healthy.swap(true, Ordering::AcqRel) {
+                    tracing::info!("The app is healthy again; deliveries resume");
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(failures, error = %e, "App health probe failed");
+                if failures >= check.threshold.max(1)
+                    && health.app_healthy.swap(false, Ordering::AcqRel)
+                {
+                    tracing::warn!(failures, error = %e, "The app is unhealthy; deliveries pause until it recovers");
+                }
+            }
+        }
+        tokio::time::sleep(check.interval).await;
     }
 }

@@ -17,10 +17,11 @@ pub mod error;
 pub mod health;
 pub mod lock;
 pub mod metadata;
+pub mod pubsub;
 pub mod secrets;
 pub mod sidecar;
 pub mod state;
 
-pub use config::{AppProtocol, RuntimeConfig};
+pub use config::{AppHealthCheck, AppProtocol, RuntimeConfig};
 pub use error::ApiError;
 pub use sidecar::{Running, ShutdownHandle, Sidecar, StartError};

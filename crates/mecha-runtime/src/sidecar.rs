@@ -20,6 +20,7 @@ use crate::configuration::ConfigurationService;
 use crate::health::{Health, wait_for_app_port};
 use crate::lock::LockService;
 use crate::metadata::MetadataService;
+use crate::pubsub::PubSubService;
 use crate::secrets::SecretsService;
 use crate::state::StateService;
 
@@ -37,6 +38,8 @@ pub struct Services {
     pub lock: LockService,
     /// The bindings service.
     pub bindings: Arc<BindingsService>,
+    /// The pub/sub service.
+    pub pubsub: Arc<PubSubService>,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -148,6 +151,11 @@ impl Sidecar {
                 &components.locks,
             ),
             bindings: Arc::new(BindingsService::new(&components.bindings)),
+            pubsub: Arc::new(PubSubService::new(
+                &config.app_id,
+                &components.pubsub,
+                components.subscriptions.clone(),
+            )),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
             shutdown: ShutdownHandle::new(),
@@ -206,7 +214,12 @@ impl Sidecar {
             });
         }
         health.set_outbound_ready();
-        services.bindings.start_inputs(app, health.clone());
+        services.bindings.start_inputs(app.clone(), health.clone());
+        services.pubsub.start(app.clone(), health.clone());
+        if let (Some(app), Some(check)) = (app, config.app_health_check.clone()) {
+            tracing::info!(path = %check.path, interval = ?check.interval, timeout = ?check.timeout, threshold = check.threshold, "App health checks enabled");
+            tokio::spawn(crate::health::probe_app_health(health.clone(), app, check));
+        }
         if let Some(port) = config.app_port {
             let addr = format!("{}:{port}", config.app_channel_address);
             tokio::spawn(wait_for_app_port(health, addr));
@@ -266,6 +279,7 @@ impl Running {
         // Nothing new is delivered to the app, and subscription streams end, so that their
         // connections can close with the rest.
         self.services.bindings.stop_inputs().await;
+        self.services.pubsub.stop().await;
         self.services.configuration.close().await;
         let drained = tokio::time::timeout(self.grace, async {
             while self.servers.join_next().await.is_some() {}
@@ -276,6 +290,7 @@ impl Running {
             self.servers.abort_all();
         }
         self.services.bindings.close().await;
+        self.services.pubsub.close().await;
         self.services.lock.close().await;
         self.services.state.close().await;
         self.services.secrets.close().await;

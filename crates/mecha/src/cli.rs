@@ -83,4 +83,22 @@ pub(crate) struct SidecarArgs {
     /// How long in-flight requests may take to finish when the sidecar stops.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub(crate) dapr_graceful_shutdown_seconds: u64,
+    /// The most calls into the app at once (pub/sub and binding deliveries); -1 for no limit.
+    #[arg(long, default_value_t = -1, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) app_max_concurrency: i64,
+    /// Probe the app's health; while it fails, pub/sub and binding deliveries pause.
+    #[arg(long)]
+    pub(crate) enable_app_health_check: bool,
+    /// The path probed on HTTP apps (gRPC apps get AppCallbackHealthCheck.HealthCheck).
+    #[arg(long, default_value = "/healthz", value_name = "PATH")]
+    pub(crate) app_health_check_path: String,
+    /// Seconds between app health probes.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub(crate) app_health_probe_interval: u64,
+    /// Milliseconds one app health probe may take.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub(crate) app_health_probe_timeout: u64,
+    /// Failed probes in a row that make the app unhealthy.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub(crate) app_health_threshold: u32,
 }

@@ -50,6 +50,26 @@ pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Resu
         .checked_mul(1 << 20)
         .context("--dapr-http-max-request-size is too large")?;
     config.graceful_shutdown = Duration::from_secs(args.dapr_graceful_shutdown_seconds);
+    config.app_max_concurrency = match args.app_max_concurrency {
+        n if n < 0 => None,
+        0 => bail!("--app-max-concurrency must be at least 1, or -1 for no limit"),
+        n => Some(usize::try_from(n).context("--app-max-concurrency is too large")?),
+    };
+    if args.enable_app_health_check {
+        if args.app_health_probe_interval == 0 || args.app_health_probe_timeout == 0 {
+            bail!("--app-health-probe-interval and --app-health-probe-timeout must be positive");
+        }
+        config.app_health_check = Some(mecha_runtime::AppHealthCheck {
+            path: if args.app_health_check_path.starts_with('/') {
+                args.app_health_check_path.clone()
+            } else {
+                format!("/{}", args.app_health_check_path)
+            },
+            interval: Duration::from_secs(args.app_health_probe_interval),
+            timeout: Duration::from_millis(args.app_health_probe_timeout),
+            threshold: args.app_health_threshold.max(1),
+        });
+    }
     for path in &config.resources_paths {
         if !path.is_dir() {
             bail!("--resources-path {}: no such directory", path.display());

@@ -42,6 +42,21 @@ spec:
     value: \"{db}\"
 ";
 
+/// The embedded default broker, on its own file so that message traffic does not contend
+/// with state writes.
+const DEFAULT_PUBSUB: &str = "\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.sqlite
+  version: v1
+  metadata:
+  - name: connectionString
+    value: \"{pubsubdb}\"
+";
+
 /// Runs the sidecar and the app; returns the app's exit code.
 pub(crate) async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&args.sidecar.log_level, args.sidecar.log_as_json)?;
@@ -134,29 +149,38 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     }
 }
 
-/// `~/.mecha/components`, created with the embedded default when absent.
+/// `~/.mecha/components`, created with the embedded default (statestore, lockstore, pubsub);
+/// a default file missing from an existing folder is added.
 fn default_resources() -> anyhow::Result<PathBuf> {
     let home = config::mecha_home()?;
     let dir = home.join("components");
-    if !dir.exists() {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let db = home.join("state.db").display().to_string();
-        for (name, template) in [
-            ("statestore.yaml", DEFAULT_STATESTORE),
-            ("lockstore.yaml", DEFAULT_LOCKSTORE),
-        ] {
-            let file = dir.join(name);
-            std::fs::write(&file, template.replace("{db}", &db))
-                .with_context(|| format!("cannot write {}", file.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let db = home.join("state.db").display().to_string();
+    let pubsub_db = home.join("pubsub.db").display().to_string();
+    let mut written = Vec::new();
+    for (name, template) in [
+        ("statestore.yaml", DEFAULT_STATESTORE),
+        ("lockstore.yaml", DEFAULT_LOCKSTORE),
+        ("pubsub.yaml", DEFAULT_PUBSUB),
+    ] {
+        let file = dir.join(name);
+        if file.exists() {
+            continue;
         }
+        let text = template
+            .replace("{db}", &db)
+            .replace("{pubsubdb}", &pubsub_db);
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        written.push(name);
+    }
+    if written.is_empty() {
+        tracing::info!(folder = %dir.display(), "Using the components in the default folder");
+    } else {
         tracing::info!(
             folder = %dir.display(),
-            database = %db,
-            "Wrote the embedded default components (statestore and lockstore on SQLite)"
+            files = ?written,
+            "Wrote the embedded default components (statestore, lockstore and pubsub on SQLite)"
         );
-    } else {
-        tracing::info!(folder = %dir.display(), "Using the components in the default folder");
     }
     Ok(dir)
 }

@@ -31,7 +31,7 @@ auth:
 scopes: [a, b]
 ---
 apiVersion: dapr.io/v1alpha1
-kind: Subscription
+kind: Resiliency
 metadata:
   name: orders
 "#,
@@ -54,7 +54,7 @@ metadata:
     );
     assert_eq!(c.secret_store.as_deref(), Some("env"));
     assert!(c.in_scope("a") && !c.in_scope("c"));
-    assert!(matches!(&docs[1], Resource::Other { kind, .. } if kind == "Subscription"));
+    assert!(matches!(&docs[1], Resource::Other { kind, .. } if kind == "Resiliency"));
 }
 
 #[test]
@@ -93,4 +93,50 @@ fn configuration_secret_scopes() {
     let scopes = c.secret_scopes().unwrap();
     assert!(scopes[0].allows("x") && !scopes[0].allows("z"));
     assert!(!scopes[1].allows("pw") && scopes[1].allows("z"));
+}
+
+#[test]
+fn subscriptions_v1_and_v2() {
+    let docs = parse(
+        r#"
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: orders
+spec:
+  pubsubname: pubsub
+  topic: orders
+  routes:
+    rules:
+    - match: event.type == "big"
+      path: /big
+    default: /orders
+  deadLetterTopic: poison
+scopes: [app1]
+---
+apiVersion: dapr.io/v1alpha1
+kind: Subscription
+metadata:
+  name: v1
+spec:
+  pubsubname: pubsub
+  topic: t
+  route: /t
+"#,
+    )
+    .unwrap();
+    let Resource::Subscription(s) = &docs[0] else {
+        panic!("not a subscription")
+    };
+    assert_eq!(s.spec.rules().len(), 2);
+    assert_eq!(s.spec.dead_letter_topic.as_deref(), Some("poison"));
+    assert!(s.in_scope("app1") && !s.in_scope("app2"));
+    let Resource::Subscription(s) = &docs[1] else {
+        panic!("not a subscription")
+    };
+    assert_eq!(s.spec.rules(), vec![(String::new(), "/t".to_owned())]);
+    let err = parse("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: x}\nspec: {pubsubname: p, topic: t}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("route"), "{err}");
 }

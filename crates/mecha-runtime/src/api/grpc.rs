@@ -6,6 +6,7 @@ mod bindings;
 mod configuration;
 mod lock;
 mod metadata;
+mod pubsub;
 mod secrets;
 mod service;
 mod state;

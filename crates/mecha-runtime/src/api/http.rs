@@ -7,6 +7,7 @@ mod configuration;
 mod health;
 mod lock;
 mod metadata;
+mod pubsub;
 mod secrets;
 mod state;
 
@@ -77,6 +78,18 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
             get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish).put(pubsub::bulk_publish),
+        )
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish).put(pubsub::bulk_publish),
+        )
+        .route(
+            "/v1.0/publish/{pubsub}/{*topic}",
+            post(pubsub::publish).put(pubsub::publish),
         )
         .fallback(not_found)
         // Outermost first: the token is checked before any body is read, and the body limit

@@ -16,6 +16,7 @@ mod lifecycle;
 mod lock;
 mod mysql_outage;
 mod postgres_outage;
+mod pubsub;
 mod python_sdk;
 mod redis_outage;
 mod secrets;

@@ -35,6 +35,25 @@ pub(super) async fn get_metadata(
             health: None,
         }),
         actor_runtime: Some(rt::ActorRuntime::default()),
+        subscriptions: s
+            .pubsub
+            .subscriptions()
+            .into_iter()
+            .map(|sub| rt::PubsubSubscription {
+                pubsub_name: sub.pubsub,
+                topic: sub.topic,
+                metadata: sub.metadata,
+                rules: Some(rt::PubsubSubscriptionRules {
+                    rules: sub
+                        .rules
+                        .into_iter()
+                        .map(|(m, path)| rt::PubsubSubscriptionRule { r#match: m, path })
+                        .collect(),
+                }),
+                dead_letter_topic: sub.dead_letter_topic.unwrap_or_default(),
+                r#type: sub.kind.as_grpc(),
+            })
+            .collect(),
         ..Default::default()
     }))
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use mecha_proto::{common, runtime as rt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Unsupported, bindings, configuration, lock, metadata, secrets, state, unsupported};
+use super::{
+    Unsupported, bindings, configuration, lock, metadata, pubsub, secrets, state, unsupported,
+};
 use crate::sidecar::Services;
 
 /// The gRPC `Dapr` service over the building-block services.
@@ -74,32 +76,32 @@ impl rt::dapr_server::Dapr for DaprApi {
 
     async fn publish_event(
         &self,
-        _request: Request<rt::PublishEventRequest>,
+        request: Request<rt::PublishEventRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unsupported("PublishEvent"))
+        pubsub::publish(&self.services, request).await
     }
 
     async fn bulk_publish_event_alpha1(
         &self,
-        _request: Request<rt::BulkPublishRequest>,
+        request: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        Err(unsupported("BulkPublishEventAlpha1"))
+        pubsub::bulk_publish(&self.services, request).await
     }
 
     async fn bulk_publish_event(
         &self,
-        _request: Request<rt::BulkPublishRequest>,
+        request: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        Err(unsupported("BulkPublishEvent"))
+        pubsub::bulk_publish(&self.services, request).await
     }
 
-    type SubscribeTopicEventsAlpha1Stream = Unsupported<rt::SubscribeTopicEventsResponseAlpha1>;
+    type SubscribeTopicEventsAlpha1Stream = pubsub::EventStream;
 
     async fn subscribe_topic_events_alpha1(
         &self,
-        _request: Request<Streaming<rt::SubscribeTopicEventsRequestAlpha1>>,
+        request: Request<Streaming<rt::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
-        Err(unsupported("SubscribeTopicEventsAlpha1"))
+        pubsub::subscribe_stream(&self.services, request).await
     }
 
     async fn invoke_binding(

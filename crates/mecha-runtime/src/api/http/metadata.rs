@@ -23,11 +23,30 @@ struct MetadataOut<'a> {
     actors: [&'a str; 0],
     components: Vec<ComponentOut<'a>>,
     extended: &'a BTreeMap<String, String>,
-    subscriptions: [&'a str; 0],
+    subscriptions: Vec<SubscriptionOut>,
     http_endpoints: [&'a str; 0],
     #[serde(skip_serializing_if = "Option::is_none")]
     app_connection_properties: Option<AppOut<'a>>,
     actor_runtime: ActorRuntimeOut,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionOut {
+    pubsubname: String,
+    topic: String,
+    metadata: std::collections::HashMap<String, String>,
+    rules: Vec<RuleOut>,
+    dead_letter_topic: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct RuleOut {
+    #[serde(rename = "match")]
+    match_expr: String,
+    path: String,
 }
 
 #[derive(Serialize)]
@@ -74,7 +93,23 @@ pub(super) async fn get_metadata(State(s): State<Arc<Services>>) -> Response {
             })
             .collect(),
         extended: &m.extended,
-        subscriptions: [],
+        subscriptions: s
+            .pubsub
+            .subscriptions()
+            .into_iter()
+            .map(|sub| SubscriptionOut {
+                pubsubname: sub.pubsub,
+                topic: sub.topic,
+                metadata: sub.metadata,
+                rules: sub
+                    .rules
+                    .into_iter()
+                    .map(|(match_expr, path)| RuleOut { match_expr, path })
+                    .collect(),
+                dead_letter_topic: sub.dead_letter_topic.unwrap_or_default(),
+                kind: sub.kind.as_str(),
+            })
+            .collect(),
         http_endpoints: [],
         app_connection_properties: m.app.as_ref().map(|a| AppOut {
             port: a.port,
