@@ -393,3 +393,28 @@ async fn bindings_on_databases() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pubsub_publish_bulk_http_app_and_streaming() {
+    let app_port = mecha_test_support::free_port();
+    let resources = ResourcesDir::new().with(
+        "pubsub.yaml",
+        &component("pubsub", "pubsub.in-memory", &[("redeliverInterval", "200ms")]),
+    );
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .app_id(APP_ID)
+        .resources(resources.path())
+        .args(["--app-port", &app_port.to_string()])
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "pubsub_sdk.py",
+        &[
+            ("PUBSUB", "pubsub"),
+            ("APP_PORT", &app_port.to_string()),
+            ("EXPECT_APP_ID", APP_ID),
+        ],
+    )
+    .await;
+}
