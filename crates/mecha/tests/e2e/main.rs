@@ -17,6 +17,7 @@ mod lock;
 mod mysql_outage;
 mod postgres_outage;
 mod pubsub;
+mod pubsub_grpc_app;
 mod python_sdk;
 mod redis_outage;
 mod secrets;
