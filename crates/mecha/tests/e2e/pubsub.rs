@@ -458,3 +458,106 @@ async fn errors_scopes_bulk_publish_and_bulk_subscribe() {
         "application/cloudevents+json"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_pause_while_the_app_is_unhealthy_and_respect_max_concurrency() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    #[derive(Clone, Default)]
+    struct Probe {
+        healthy: Arc<AtomicBool>,
+        delivered: Arc<AtomicUsize>,
+        in_flight: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+    let probe = Probe::default();
+    probe.healthy.store(true, Ordering::SeqCst);
+    let router = Router::new()
+        .route(
+            "/healthz",
+            get(|State(p): State<Probe>| async move {
+                if p.healthy.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }),
+        )
+        .route(
+            "/dapr/subscribe",
+            get(|| async {
+                axum::Json(json!([{"pubsubname": "ps", "topic": "work", "route": "/work",
+                                   "metadata": {"concurrency": "8"}}]))
+            }),
+        )
+        .route(
+            "/work",
+            post(|State(p): State<Probe>| async move {
+                let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                p.peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                p.in_flight.fetch_sub(1, Ordering::SeqCst);
+                p.delivered.fetch_add(1, Ordering::SeqCst);
+                StatusCode::OK
+            }),
+        )
+        .with_state(probe.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let res = ResourcesDir::new().with("ps.yaml", &component("ps", "pubsub.in-memory", &[]));
+    let p = MechaProcess::builder(MECHA)
+        .app_id("health-app")
+        .resources(res.path())
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--app-max-concurrency",
+            "2",
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ])
+        .start()
+        .await;
+    let c = Client::new();
+    wait_ready(&c, &p).await;
+    for i in 0..10 {
+        let r = publish(&c, &p, "work", format!("{i}").as_bytes(), "text/plain", "").await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    eventually!(
+        Duration::from_secs(10),
+        probe.delivered.load(Ordering::SeqCst) == 10,
+        "not all delivered"
+    );
+    let peak = probe.peak.load(Ordering::SeqCst);
+    assert!(peak <= 2, "--app-max-concurrency 2 exceeded: {peak} in flight");
+    assert_eq!(peak, 2, "deliveries did not run in parallel up to the limit");
+
+    // Unhealthy: nothing is delivered; healthy again: the backlog arrives.
+    probe.healthy.store(false, Ordering::SeqCst);
+    eventually!(
+        Duration::from_secs(10),
+        p.log().contains("The app is unhealthy"),
+        "the sidecar did not notice the unhealthy app:\n{}",
+        p.log()
+    );
+    for i in 0..5 {
+        publish(&c, &p, "work", format!("late-{i}").as_bytes(), "text/plain", "").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        probe.delivered.load(Ordering::SeqCst),
+        10,
+        "events were delivered to an unhealthy app"
+    );
+    probe.healthy.store(true, Ordering::SeqCst);
+    eventually!(
+        Duration::from_secs(10),
+        probe.delivered.load(Ordering::SeqCst) == 15,
+        "deliveries did not resume after the app recovered:\n{}",
+        p.log()
+    );
+}
