@@ -1,7 +1,7 @@
 //! Mecha's conformance suites: one generic suite per building block, written from Dapr's
 //! semantics in MUST terms and run by every component against its real server.
 //!
-//! Owns [`state`], [`lock`] and [`configuration`], the suites for the traits of the same
+//! Owns [`state`], [`lock`], [`configuration`] and [`pubsub`], the suites for the traits of the same
 //! names in `mecha-core`. It depends only on
 //! `mecha-core` (and never on `mecha-components` or `mecha-runtime`), so that each component's
 //! test file can run it. Start reading at [`state::run`].

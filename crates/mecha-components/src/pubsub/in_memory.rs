@@ -94,7 +94,11 @@ impl InMemoryPubSub {
 #[async_trait]
 impl PubSub for InMemoryPubSub {
     fn features(&self) -> &[PubSubFeature] {
-        &[PubSubFeature::MessageMetadata, PubSubFeature::Ordered]
+        &[
+            PubSubFeature::MessageMetadata,
+            PubSubFeature::Ordered,
+            PubSubFeature::Ttl,
+        ]
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<(), PubSubError> {

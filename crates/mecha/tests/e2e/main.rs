@@ -18,6 +18,7 @@ mod mysql_outage;
 mod postgres_outage;
 mod pubsub;
 mod pubsub_grpc_app;
+mod pubsub_reliability;
 mod python_sdk;
 mod redis_outage;
 mod secrets;
