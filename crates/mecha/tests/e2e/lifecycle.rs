@@ -133,6 +133,7 @@ fn run_writes_the_embedded_default_and_the_app_uses_it() {
     // The app saves and reads state through the sidecar with curl, then exits 0.
     let script = r#"set -e
 curl -sf -X POST "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/state/statestore" -H 'content-type: application/json' -d '[{"key":"a","value":{"n":1}}]'
+curl -sf -X POST "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/publish/pubsub/greetings" -H 'content-type: text/plain' -d 'hello'
 curl -sf "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/state/statestore/a""#;
     let http_s = http.to_string();
     let grpc_s = grpc.to_string();
@@ -168,6 +169,10 @@ curl -sf "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/state/statestore/a""#;
     let lock =
         std::fs::read_to_string(home.path().join(".mecha/components/lockstore.yaml")).unwrap();
     assert!(lock.contains("lock.sqlite"), "{lock}");
+    let pubsub =
+        std::fs::read_to_string(home.path().join(".mecha/components/pubsub.yaml")).unwrap();
+    assert!(pubsub.contains("pubsub.sqlite"), "{pubsub}");
+    assert!(home.path().join(".mecha/pubsub.db").exists());
 
     // A second run reuses the folder, and the value is still there.
     let script = r#"curl -sf "http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/state/statestore/a""#;

@@ -223,3 +223,159 @@ async fn no_loss_on_rabbitmq_across_subscriber_kills() {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into());
     no_loss("pubsub.rabbitmq", &[("connectionString", &url)]).await;
 }
+
+/// Two replicas of one app id (two sidecars, two app processes) share a topic through one
+/// SQLite file; a different app gets every message.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_share_and_other_apps_each_get_everything_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pubsub.db").display().to_string();
+    let res = ResourcesDir::new().with(
+        "ps.yaml",
+        &component("ps", "pubsub.sqlite", &[("connectionString", &file)]),
+    );
+    let topic = format!("shared-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (port1, seen1, _) = subscriber_app(topic.clone()).await;
+    let (port2, seen2, _) = subscriber_app(topic.clone()).await;
+    let (port3, seen3, _) = subscriber_app(topic.clone()).await;
+    let _r1 = start_subscriber(&res, "replicated", port1).await;
+    let _r2 = start_subscriber(&res, "replicated", port2).await;
+    let _other = start_subscriber(&res, "other-app", port3).await;
+    let publisher = MechaProcess::builder(MECHA)
+        .app_id("group-publisher")
+        .resources(res.path())
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    const N: u64 = 200;
+    for n in 0..N {
+        let r = c
+            .post(format!("{}/v1.0/publish/ps/{topic}", publisher.http_url()))
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let all: HashSet<u64> = (0..N).collect();
+    mecha_test_support::eventually!(
+        Duration::from_secs(30),
+        {
+            let union: HashSet<u64> = seen1
+                .lock()
+                .unwrap()
+                .union(&seen2.lock().unwrap())
+                .copied()
+                .collect();
+            union == all && *seen3.lock().unwrap() == all
+        },
+        "replicas got {} + {}, the other app {} of {N}",
+        seen1.lock().unwrap().len(),
+        seen2.lock().unwrap().len(),
+        seen3.lock().unwrap().len()
+    );
+    let (a, b) = (seen1.lock().unwrap().len(), seen2.lock().unwrap().len());
+    assert!(a > 0 && b > 0, "one replica got nothing: {a} / {b}");
+    assert!(
+        a + b < 2 * N as usize,
+        "each replica got every message: the group is not shared"
+    );
+}
+
+/// The broker (a private NATS server) restarts while the sidecar publishes: publishes fail with
+/// ERR_PUBSUB_PUBLISH_MESSAGE while it is down, every accepted message is delivered, and
+/// delivery resumes by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_during_publishing_loses_nothing_accepted() {
+    let store = tempfile::tempdir().unwrap();
+    let port = mecha_test_support::free_port();
+    let start_nats = || {
+        std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (.ci/run installs it)")
+    };
+    let wait_port = || async {
+        mecha_test_support::eventually!(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+            "nats-server did not start"
+        );
+    };
+    let mut nats = start_nats();
+    wait_port().await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let res = ResourcesDir::new().with(
+        "ps.yaml",
+        &component(
+            "ps",
+            "pubsub.jetstream",
+            &[("natsURL", &url), ("streamName", "RESTART"), ("ackWait", "2s"), ("publishTimeout", "1s")],
+        ),
+    );
+    let topic = "restart-topic".to_owned();
+    let (app_port, seen, _) = subscriber_app(topic.clone()).await;
+    let sub = start_subscriber(&res, "restart-sub", app_port).await;
+    let publisher = MechaProcess::builder(MECHA)
+        .app_id("restart-pub")
+        .resources(res.path())
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    let publish_url = format!("{}/v1.0/publish/ps/{topic}", publisher.http_url());
+    let mut accepted = HashSet::new();
+    let mut refused_codes = HashSet::new();
+    let mut n = 0u64;
+    let mut publish_some = async |count: u64, accepted: &mut HashSet<u64>, codes: &mut HashSet<String>| {
+        for _ in 0..count {
+            let r = c.post(&publish_url).json(&json!({ "n": n })).send().await.unwrap();
+            if r.status() == StatusCode::NO_CONTENT {
+                accepted.insert(n);
+            } else {
+                let status = r.status();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                codes.insert(format!("{status} {}", body["errorCode"].as_str().unwrap_or("")));
+            }
+            n += 1;
+        }
+    };
+    publish_some(200, &mut accepted, &mut refused_codes).await;
+    let _ = nats.kill();
+    let _ = nats.wait();
+    publish_some(10, &mut accepted, &mut refused_codes).await;
+    assert!(
+        !refused_codes.is_empty(),
+        "publishes were accepted while the broker was down"
+    );
+    assert_eq!(
+        refused_codes.iter().collect::<Vec<_>>(),
+        vec!["500 Internal Server Error ERR_PUBSUB_PUBLISH_MESSAGE"],
+    );
+    nats = start_nats();
+    wait_port().await;
+    // Publishing works again once the client has reconnected.
+    mecha_test_support::eventually!(
+        Duration::from_secs(20),
+        {
+            let before = accepted.len();
+            publish_some(1, &mut accepted, &mut refused_codes).await;
+            accepted.len() > before
+        },
+        "publishing did not recover after the broker restart\n{}",
+        publisher.log()
+    );
+    publish_some(200, &mut accepted, &mut refused_codes).await;
+    mecha_test_support::eventually!(
+        Duration::from_secs(30),
+        accepted.iter().all(|n| seen.lock().unwrap().contains(n)),
+        "{} of {} accepted messages not delivered after the restart\n{}",
+        accepted.iter().filter(|n| !seen.lock().unwrap().contains(n)).count(),
+        accepted.len(),
+        sub.log()
+    );
+    let _ = nats.kill();
+    let _ = nats.wait();
+}
