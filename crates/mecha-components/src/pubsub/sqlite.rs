@@ -81,7 +81,18 @@ const ACK_ATTEMPTS: u32 = 3;
 /// The `pubsub.sqlite` broker.
 pub struct SqlitePubSub {
     inner: Arc<Inner>,
+    /// Single publishes wait here to be written together (group commit).
+    publishes: tokio::sync::mpsc::Sender<PendingPublish>,
 }
+
+/// A publish waiting for the next group commit, and where its result goes.
+type PendingPublish = (
+    PublishRequest,
+    tokio::sync::oneshot::Sender<Result<(), PubSubError>>,
+);
+
+/// The most single publishes written in one transaction.
+const GROUP_COMMIT_MAX: usize = 256;
 
 /// What the broker and its subscriptions' delivery loops share.
 struct Inner {
@@ -192,7 +203,9 @@ impl SqlitePubSub {
             closed: watch::channel(false).0,
         });
         tokio::spawn(cleanup(Arc::downgrade(&inner), inner.closed.subscribe()));
-        Ok(Arc::new(Self { inner }))
+        let (publishes, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
+        tokio::spawn(group_commit(inner.clone(), queue));
+        Ok(Arc::new(Self { inner, publishes }))
     }
 }
 
@@ -204,7 +217,12 @@ impl PubSub for SqlitePubSub {
 
     async fn publish(&self, req: PublishRequest) -> Result<(), PubSubError> {
         check_topic(&req.topic)?;
-        self.inner.publish(&[req]).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.publishes.send((req, tx)).await.is_err() {
+            return Err(PubSubError::Backend("sqlite: the broker is closed".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(PubSubError::Backend("sqlite: the broker is closed".into())))
     }
 
     async fn bulk_publish(&self, reqs: Vec<PublishRequest>) -> Vec<Result<(), PubSubError>> {
@@ -259,6 +277,32 @@ impl PubSub for SqlitePubSub {
     async fn close(&self) {
         self.inner.closed.send_replace(true);
         self.inner.pool.close().await;
+    }
+}
+
+/// Writes the publishes waiting at the same time in one transaction: under concurrent
+/// publishing this turns one commit (and one fsync) per message into one per batch, and a
+/// lone publish is written at once. Every publish of a batch gets the batch's result.
+async fn group_commit(inner: Arc<Inner>, mut queue: tokio::sync::mpsc::Receiver<PendingPublish>) {
+    let mut reqs = Vec::with_capacity(GROUP_COMMIT_MAX);
+    let mut waiting = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while let Some((req, tx)) = queue.recv().await {
+        reqs.push(req);
+        waiting.push(tx);
+        while reqs.len() < GROUP_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok((req, tx)) => {
+                    reqs.push(req);
+                    waiting.push(tx);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = inner.publish(&reqs).await;
+        reqs.clear();
+        for tx in waiting.drain(..) {
+            let _ = tx.send(result.clone());
+        }
     }
 }
 
