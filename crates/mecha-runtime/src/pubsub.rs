@@ -912,7 +912,8 @@ impl Route {
         let Some(path) = self.router.route(&event).map(str::to_owned) else {
             return self.undeliverable(&msg, "no route matched the event").await;
         };
-        while !self.health.app_healthy() {
+        // Streaming subscribers are not the app channel: only app deliveries wait for its health.
+        while !matches!(self.target, Target::Stream(_)) && !self.health.app_healthy() {
             tokio::time::sleep(APP_READY_POLL).await;
         }
         let mut retry = 0;
