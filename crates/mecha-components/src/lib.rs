@@ -9,6 +9,9 @@
 pub mod bindings;
 pub mod configuration;
 pub mod lock;
+#[cfg(any(feature = "bindings-mqtt3", feature = "pubsub-mqtt3"))]
+mod mqtt;
+pub mod nameresolution;
 pub mod pubsub;
 pub mod registry;
 pub mod secretstores;

@@ -13,6 +13,7 @@ pub mod configuration;
 pub mod duration;
 pub mod lock;
 pub mod metadata;
+pub mod nameresolution;
 pub mod pubsub;
 pub mod resource;
 pub mod secretstores;

@@ -24,6 +24,10 @@ pub enum Resource {
     Configuration(ConfigurationResource),
     /// `kind: Subscription`.
     Subscription(SubscriptionResource),
+    /// `kind: Resiliency`.
+    Resiliency(RawResource),
+    /// `kind: HTTPEndpoint`.
+    HttpEndpoint(RawResource),
     /// A document of another kind, kept only to be reported and skipped.
     Other {
         /// The document's `kind`.
@@ -58,6 +62,26 @@ pub struct ComponentResource {
     pub secret_store: Option<String>,
     /// The file it came from.
     pub source: PathBuf,
+}
+
+/// A resource whose `spec` its building block reads itself (`Resiliency`, `HTTPEndpoint`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawResource {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec`, as written.
+    pub spec: Value,
+    /// `scopes`: the app ids it applies to; empty means every app.
+    pub scopes: Vec<String>,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+impl RawResource {
+    /// Whether `app_id` may use this resource.
+    pub fn in_scope(&self, app_id: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == app_id)
+    }
 }
 
 /// A `kind: Configuration` document. Its `spec` stays raw; each building block reads its own
@@ -201,6 +225,35 @@ impl Resource {
                 spec: doc.get("spec").cloned().unwrap_or(Value::Null),
                 source: source.to_owned(),
             }));
+        }
+        if (kind == "Resiliency" || kind == "HTTPEndpoint") && api_version.starts_with(API_GROUP) {
+            let name = match name {
+                Some(n) if !n.trim().is_empty() => n,
+                _ => return Err(invalid(None, format!("{kind} has no metadata.name"))),
+            };
+            let spec = doc
+                .get("spec")
+                .filter(|s| s.is_object())
+                .cloned()
+                .ok_or_else(|| invalid(Some(name), format!("{kind} has no spec")))?;
+            let scopes = match doc.get("scopes") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(s)) => s.iter().map(scalar_to_string).collect(),
+                Some(_) => {
+                    return Err(invalid(Some(name), "scopes must be a list of app ids".into()));
+                }
+            };
+            let raw = RawResource {
+                name: name.to_owned(),
+                spec,
+                scopes,
+                source: source.to_owned(),
+            };
+            return Ok(if kind == "Resiliency" {
+                Resource::Resiliency(raw)
+            } else {
+                Resource::HttpEndpoint(raw)
+            });
         }
         if kind == "Subscription" && api_version.starts_with(API_GROUP) {
             let name = match name {

@@ -17,7 +17,8 @@ use mecha_core::lock::LockStore;
 use mecha_core::metadata::parse_bool;
 use mecha_core::pubsub::PubSub;
 use mecha_core::resource::{
-    ComponentResource, MetadataValue, Resource, ResourceError, SubscriptionResource,
+    ComponentResource, MetadataValue, RawResource, Resource, ResourceError,
+    SubscriptionResource,
 };
 use mecha_core::secretstores::SecretStore;
 use mecha_core::state::StateStore;
@@ -44,6 +45,10 @@ pub struct Components {
     pub pubsub: Vec<Loaded<dyn PubSub>>,
     /// `kind: Subscription` resources in scope for this app.
     pub subscriptions: Vec<SubscriptionResource>,
+    /// `kind: Resiliency` resources in scope for this app.
+    pub resiliency: Vec<RawResource>,
+    /// `kind: HTTPEndpoint` resources in scope for this app.
+    pub http_endpoints: Vec<RawResource>,
     infos: Vec<ComponentInfo>,
 }
 
@@ -117,12 +122,19 @@ impl Components {
     /// Reads every resources path of `config` and builds the components in scope. Secret
     /// stores are built first, so that other components can take values from them.
     pub async fn load(config: &RuntimeConfig) -> Result<Self, LoadError> {
-        let (specs, subscriptions) = in_scope_resources(config)?;
+        let InScope {
+            components: specs,
+            subscriptions,
+            resiliency,
+            http_endpoints,
+        } = in_scope_resources(config)?;
         let (secret_specs, other_specs): (Vec<_>, Vec<_>) = specs
             .into_iter()
             .partition(|s| block_of(&s.component_type) == SECRET_STORES);
         let mut components = Components {
             subscriptions,
+            resiliency,
+            http_endpoints,
             ..Components::default()
         };
         for spec in secret_specs.iter().chain(&other_specs) {
@@ -396,9 +408,7 @@ pub fn supported_types() -> Vec<String> {
 
 /// Reads every resources path and keeps the components and subscriptions this app may load,
 /// refusing duplicate component names.
-fn in_scope_resources(
-    config: &RuntimeConfig,
-) -> Result<(Vec<ComponentResource>, Vec<SubscriptionResource>), LoadError> {
+fn in_scope_resources(config: &RuntimeConfig) -> Result<InScope, LoadError> {
     let mut resources = Vec::new();
     for path in &config.resources_paths {
         resources.extend(read_resources_path(path)?);
@@ -406,9 +416,25 @@ fn in_scope_resources(
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut out = Vec::new();
     let mut subscriptions = Vec::new();
+    let mut resiliency = Vec::new();
+    let mut http_endpoints = Vec::new();
     for resource in resources {
         let spec = match resource {
             Resource::Component(c) => c,
+            Resource::Resiliency(r) | Resource::HttpEndpoint(r) if !r.in_scope(&config.app_id) => {
+                tracing::info!(name = %r.name, "Resource is scoped to other apps; not loaded");
+                continue;
+            }
+            Resource::Resiliency(r) => {
+                tracing::info!(name = %r.name, file = %r.source.display(), "Resiliency loaded");
+                resiliency.push(r);
+                continue;
+            }
+            Resource::HttpEndpoint(r) => {
+                tracing::info!(name = %r.name, file = %r.source.display(), "HTTPEndpoint loaded");
+                http_endpoints.push(r);
+                continue;
+            }
             Resource::Subscription(s) => {
                 if s.in_scope(&config.app_id) {
                     tracing::info!(name = %s.name, pubsub = %s.spec.pubsubname, topic = %s.spec.topic, file = %s.source.display(), "Subscription loaded");
@@ -450,7 +476,20 @@ fn in_scope_resources(
         seen.insert(spec.name.clone(), spec.source.clone());
         out.push(spec);
     }
-    Ok((out, subscriptions))
+    Ok(InScope {
+        components: out,
+        subscriptions,
+        resiliency,
+        http_endpoints,
+    })
+}
+
+/// The resources of the resources paths this app may use, by kind.
+struct InScope {
+    components: Vec<ComponentResource>,
+    subscriptions: Vec<SubscriptionResource>,
+    resiliency: Vec<RawResource>,
+    http_endpoints: Vec<RawResource>,
 }
 
 /// Reads the YAML files of one resources folder, in name order.

@@ -31,7 +31,7 @@ auth:
 scopes: [a, b]
 ---
 apiVersion: dapr.io/v1alpha1
-kind: Resiliency
+kind: Pipeline
 metadata:
   name: orders
 "#,
@@ -54,7 +54,7 @@ metadata:
     );
     assert_eq!(c.secret_store.as_deref(), Some("env"));
     assert!(c.in_scope("a") && !c.in_scope("c"));
-    assert!(matches!(&docs[1], Resource::Other { kind, .. } if kind == "Resiliency"));
+    assert!(matches!(&docs[1], Resource::Other { kind, .. } if kind == "Pipeline"));
 }
 
 #[test]
