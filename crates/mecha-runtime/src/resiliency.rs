@@ -1,0 +1,1 @@
+//! Resiliency policies (`kind: Resiliency`): not written yet.
