@@ -13,11 +13,16 @@
 //!   reconnect by themselves after a broker restart; the consumer subscribes again on every
 //!   connection.
 //!
+//! - Metadata (Dapr's names): `url` (required; `tcp://[user:pass@]host:port`, or `ssl://` /
+//!   `mqtts://` for TLS with `caCert`, and `clientCert` + `clientKey` for a client
+//!   certificate), `topic`, `consumerID` (default `<app id>-<component name>`), `qos` (0, 1 or
+//!   2; default 1), `retain` (default false), `cleanSession` (default false),
+//!   `backOffMaxRetries` (default 0; -1 retries forever). The connection settings are parsed by
+//!   `crate::mqtt::ConnectionSettings`, shared with `pubsub.mqtt3`.
+//!
 //! Tested against Mosquitto 2.0.
 
-mod connection;
 mod consumer;
-mod producer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,10 +33,9 @@ use mecha_core::bindings::{
     OutputBinding,
 };
 use mecha_core::component::{ComponentError, ComponentInit};
-use rumqttc::QoS;
 use tokio::sync::Mutex;
 
-use self::connection::BrokerOptions;
+use crate::mqtt::{ConnectionSettings, PublishError, Publisher};
 
 /// The operations of the output side.
 const OPERATIONS: &[&str] = &["create"];
@@ -46,18 +50,12 @@ pub struct MqttBinding;
 /// The component metadata, by Dapr key.
 #[derive(Clone)]
 pub(crate) struct MqttMetadata {
-    /// `url`: `tcp://[user:pass@]host:port`, or `ssl://` / `mqtts://` for TLS.
-    pub(crate) url: BrokerOptions,
+    /// `url` (with `caCert`, `clientCert`, `clientKey`), `qos`, `retain`, `cleanSession`.
+    pub(crate) conn: ConnectionSettings,
     /// `topic`: the subscribed topic, and the default topic of `create`.
     pub(crate) topic: Option<String>,
     /// `consumerID`: the base of the client ids (default `<app id>-<component name>`).
     pub(crate) consumer_id: String,
-    /// `qos`: 0, 1 (default) or 2.
-    pub(crate) qos: QoS,
-    /// `retain`: whether published messages are retained (default false).
-    pub(crate) retain: bool,
-    /// `cleanSession`: whether the broker drops the session on disconnect (default false).
-    pub(crate) clean_session: bool,
     /// `backOffMaxRetries`: in-process retries of a failed delivery; -1 retries forever.
     pub(crate) back_off_max_retries: i64,
 }
@@ -65,7 +63,7 @@ pub(crate) struct MqttMetadata {
 /// The output side.
 struct MqttOutput {
     meta: Arc<MqttMetadata>,
-    producer: Mutex<Option<Arc<producer::Producer>>>,
+    producer: Mutex<Option<Arc<Publisher>>>,
 }
 
 /// The input side.
@@ -98,40 +96,19 @@ impl MqttBinding {
 impl MqttMetadata {
     fn parse(init: &ComponentInit) -> Result<Self, ComponentError> {
         let md = &init.metadata;
-        md.warn_unknown(
-            "bindings.mqtt3",
+        let known = [
+            crate::mqtt::CONNECTION_KEYS,
             &[
-                "url",
                 "topic",
                 "consumerID",
-                "qos",
-                "retain",
-                "cleanSession",
                 "backOffMaxRetries",
-                "caCert",
-                "clientCert",
-                "clientKey",
                 mecha_core::bindings::DIRECTION,
                 mecha_core::bindings::ROUTE,
             ],
-        );
-        let url = BrokerOptions::parse(
-            md.required("url")?,
-            md.get("caCert"),
-            md.get("clientCert"),
-            md.get("clientKey"),
-        )?;
-        let qos = match md.u64("qos", 1)? {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            2 => QoS::ExactlyOnce,
-            other => {
-                return Err(ComponentError::InvalidField {
-                    field: "qos",
-                    reason: format!("'{other}' is not 0, 1 or 2"),
-                });
-            }
-        };
+        ]
+        .concat();
+        md.warn_unknown("bindings.mqtt3", &known);
+        let conn = ConnectionSettings::parse(md)?;
         let back_off_max_retries = match md.get("backOffMaxRetries").map(str::trim) {
             None | Some("") => 0,
             Some(v) => v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or_else(|| {
@@ -146,16 +123,13 @@ impl MqttMetadata {
             _ => format!("{}-{}", init.app_id, init.name),
         };
         Ok(Self {
-            url,
+            conn,
             topic: md
                 .get("topic")
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned),
             consumer_id,
-            qos,
-            retain: md.bool("retain", false)?,
-            clean_session: md.bool("cleanSession", false)?,
             back_off_max_retries,
         })
     }
@@ -164,13 +138,19 @@ impl MqttMetadata {
 // === impl MqttOutput ===
 
 impl MqttOutput {
-    /// The producer connection, started on first use.
-    async fn producer(&self) -> Arc<producer::Producer> {
+    /// The producer connection (`<consumerID>-producer`), started on first use.
+    async fn producer(&self) -> Arc<Publisher> {
         let mut slot = self.producer.lock().await;
         if let Some(p) = slot.as_ref() {
             return p.clone();
         }
-        let p = Arc::new(producer::Producer::start(self.meta.clone()));
+        let conn = &self.meta.conn;
+        let p = Arc::new(Publisher::start(
+            &conn.broker,
+            format!("{}-producer", self.meta.consumer_id),
+            conn.clean_session,
+            conn.qos,
+        ));
         *slot = Some(p.clone());
         p
     }
@@ -195,7 +175,7 @@ impl OutputBinding for MqttOutput {
             })?,
         };
         let retain = match request_value(&req.metadata, RETAIN) {
-            None => self.meta.retain,
+            None => self.meta.conn.retain,
             Some(v) => mecha_core::metadata::parse_bool(v).ok_or_else(|| {
                 BindingError::BadRequest(format!("'retain' metadata '{v}' is not a boolean"))
             })?,
@@ -234,6 +214,12 @@ impl InputBinding for MqttInput {
         if let Some(c) = self.consumer.lock().await.take() {
             c.close();
         }
+    }
+}
+
+impl From<PublishError> for BindingError {
+    fn from(e: PublishError) -> Self {
+        BindingError::Backend(e.to_string())
     }
 }
 

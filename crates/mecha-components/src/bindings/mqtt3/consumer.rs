@@ -2,23 +2,22 @@
 //! acknowledges a message only after the app accepted it.
 //!
 //! Each connection gets a fresh rumqttc client and event loop. A message keeps the connection it
-//! came on; its acknowledgement is sent only while that connection is alive, so a late
-//! acknowledgement can never hit another message's packet id. A message the app refused (after
+//! came on ([`SubscriberConnection`]): its acknowledgement is sent only while that connection is
+//! alive, so a late acknowledgement can never hit another message's packet id. A message the app refused (after
 //! the in-process retries) is left unacknowledged and its connection is reset: the broker then
 //! redelivers it from the persistent session.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mecha_core::bindings::{BindingError, BindingEvent, EventHandler};
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{Event, EventLoop, Packet, Publish, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::connection::{DEFAULT_WAIT, RECONNECT_WAIT, REQUEST_CAPACITY};
 use super::{MqttMetadata, TOPIC};
+use crate::mqtt::{DEFAULT_WAIT, RECONNECT_WAIT, SubscriberConnection};
 
 /// The pause between in-process retries of a failed delivery (Dapr's constant back-off).
 const RETRY_INTERVAL: Duration = Duration::from_secs(5);
@@ -27,13 +26,6 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) struct Consumer {
     connection: JoinHandle<()>,
     worker: JoinHandle<()>,
-}
-
-/// One live connection.
-struct Session {
-    id: u64,
-    client: AsyncClient,
-    alive: AtomicBool,
 }
 
 /// Why a connection ended.
@@ -55,7 +47,7 @@ impl Consumer {
         let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         let (reset_tx, reset_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let broker = meta.url.display().to_owned();
+        let broker = meta.conn.broker.display().to_owned();
         let retries = meta.back_off_max_retries;
         let connection = tokio::spawn(run(meta, topic, msg_tx, reset_rx, ready_tx));
         let worker = tokio::spawn(work(msg_rx, handler, reset_tx, retries));
@@ -91,32 +83,18 @@ impl Drop for Consumer {
     }
 }
 
-// === impl Session ===
-
-impl Session {
-    fn alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-}
-
 /// Connects, subscribes, forwards messages, and reconnects when the connection ends.
 async fn run(
     meta: Arc<MqttMetadata>,
     topic: String,
-    messages: mpsc::UnboundedSender<(Arc<Session>, Publish)>,
-    mut resets: mpsc::UnboundedReceiver<u64>,
+    messages: mpsc::UnboundedSender<(Arc<SubscriberConnection>, Publish)>,
+    mut resets: mpsc::UnboundedReceiver<Arc<SubscriberConnection>>,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
     let client_id = format!("{}-consumer", meta.consumer_id);
     let mut ready = Some(ready);
-    for id in 1.. {
-        let options = meta.url.mqtt_options(&client_id, meta.clean_session);
-        let (client, mut events) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let session = Arc::new(Session {
-            id,
-            client,
-            alive: AtomicBool::new(true),
-        });
+    loop {
+        let (session, mut events) = SubscriberConnection::open(&meta.conn, &client_id);
         let ended = drive(
             &mut events,
             &session,
@@ -127,7 +105,7 @@ async fn run(
             &mut ready,
         )
         .await;
-        session.alive.store(false, Ordering::Release);
+        session.end();
         drop(events);
         match ended {
             Ended::Closed => return,
@@ -139,7 +117,7 @@ async fn run(
                     let _ = r.send(Err(e));
                     return;
                 }
-                tracing::warn!(broker = meta.url.display(), error = %e, "MQTT consumer connection failed; reconnecting");
+                tracing::warn!(broker = meta.conn.broker.display(), error = %e, "MQTT consumer connection failed; reconnecting");
             }
         }
         tokio::time::sleep(RECONNECT_WAIT).await;
@@ -149,30 +127,30 @@ async fn run(
 /// Drives one connection until it fails, is reset, or the worker is gone.
 async fn drive(
     events: &mut EventLoop,
-    session: &Arc<Session>,
+    session: &Arc<SubscriberConnection>,
     meta: &MqttMetadata,
     topic: &str,
-    messages: &mpsc::UnboundedSender<(Arc<Session>, Publish)>,
-    resets: &mut mpsc::UnboundedReceiver<u64>,
+    messages: &mpsc::UnboundedSender<(Arc<SubscriberConnection>, Publish)>,
+    resets: &mut mpsc::UnboundedReceiver<Arc<SubscriberConnection>>,
     ready: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Ended {
     loop {
         tokio::select! {
             biased;
             reset = resets.recv() => match reset {
-                Some(id) if id == session.id => return Ended::Reset,
+                Some(s) if Arc::ptr_eq(&s, session) => return Ended::Reset,
                 Some(_) => {}
                 None => return Ended::Closed,
             },
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::debug!(topic, session_present = ack.session_present, "MQTT consumer connected");
-                    if let Err(e) = session.client.try_subscribe(topic, meta.qos) {
+                    if let Err(e) = session.client().try_subscribe(topic, meta.conn.qos) {
                         return Ended::Failed(e.to_string());
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    if crate::mqtt::refused(&ack) {
                         return Ended::Failed(format!("the broker refused the subscription to '{topic}'"));
                     }
                     if let Some(r) = ready.take() {
@@ -193,9 +171,9 @@ async fn drive(
 
 /// Delivers messages one by one, acknowledging each only after the app accepted it.
 async fn work(
-    mut messages: mpsc::UnboundedReceiver<(Arc<Session>, Publish)>,
+    mut messages: mpsc::UnboundedReceiver<(Arc<SubscriberConnection>, Publish)>,
     handler: EventHandler,
-    resets: mpsc::UnboundedSender<u64>,
+    resets: mpsc::UnboundedSender<Arc<SubscriberConnection>>,
     max_retries: i64,
 ) {
     while let Some((session, publish)) = messages.recv().await {
@@ -210,11 +188,7 @@ async fn work(
         loop {
             match handler(event.clone()).await {
                 Ok(()) => {
-                    if session.alive()
-                        && let Err(e) = session.client.ack(&publish).await
-                    {
-                        tracing::debug!(error = %e, "MQTT acknowledgement not sent");
-                    }
+                    session.ack(&publish).await;
                     break;
                 }
                 Err(e) if max_retries < 0 || failures < max_retries => {
@@ -229,8 +203,8 @@ async fn work(
                     tracing::warn!(topic = %publish.topic, error = %e, "App rejected an MQTT message; the broker will redeliver it");
                     if publish.qos != QoS::AtMostOnce {
                         // Later messages of this connection will be redelivered too.
-                        session.alive.store(false, Ordering::Release);
-                        let _ = resets.send(session.id);
+                        session.end();
+                        let _ = resets.send(session.clone());
                     }
                     break;
                 }

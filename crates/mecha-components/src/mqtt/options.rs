@@ -1,22 +1,75 @@
-//! The broker address (`url`) and TLS settings, turned into rumqttc options per connection.
+//! The connection metadata: the broker address (`url`) with its TLS settings, `qos`, `retain`
+//! and `cleanSession`, turned into rumqttc options per connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mecha_core::component::ComponentError;
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use mecha_core::metadata::Metadata;
+use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+use super::REQUEST_CAPACITY;
+
 /// How long a connection may stay silent before the client pings the broker.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// The pause between reconnection attempts.
-pub(super) const RECONNECT_WAIT: Duration = Duration::from_secs(1);
-/// The bound on connecting, subscribing and publishing, as Dapr's `defaultWait`.
-pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
-/// Capacity of the request channel of each connection.
-pub(super) const REQUEST_CAPACITY: usize = 256;
+
+/// The metadata keys [`ConnectionSettings::parse`] reads.
+pub(crate) const CONNECTION_KEYS: &[&str] = &[
+    "url",
+    "qos",
+    "retain",
+    "cleanSession",
+    "caCert",
+    "clientCert",
+    "clientKey",
+];
+
+/// The connection metadata both MQTT components honour.
+#[derive(Clone)]
+pub(crate) struct ConnectionSettings {
+    /// `url`, with `caCert`, `clientCert` and `clientKey`.
+    pub(crate) broker: BrokerOptions,
+    /// `qos`: 0, 1 (default) or 2.
+    pub(crate) qos: QoS,
+    /// `retain`: whether published messages are retained (default false).
+    pub(crate) retain: bool,
+    /// `cleanSession`: whether the broker drops a session on disconnect (default false).
+    pub(crate) clean_session: bool,
+}
+
+// === impl ConnectionSettings ===
+
+impl ConnectionSettings {
+    /// Reads the [`CONNECTION_KEYS`]; `url` is required.
+    pub(crate) fn parse(md: &Metadata) -> Result<Self, ComponentError> {
+        let broker = BrokerOptions::parse(
+            md.required("url")?,
+            md.get("caCert"),
+            md.get("clientCert"),
+            md.get("clientKey"),
+        )?;
+        let qos = match md.u64("qos", 1)? {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            other => {
+                return Err(ComponentError::InvalidField {
+                    field: "qos",
+                    reason: format!("'{other}' is not 0, 1 or 2"),
+                });
+            }
+        };
+        Ok(Self {
+            broker,
+            qos,
+            retain: md.bool("retain", false)?,
+            clean_session: md.bool("cleanSession", false)?,
+        })
+    }
+}
 
 /// Where and how to connect, parsed from the `url` metadata.
 #[derive(Clone)]
@@ -63,12 +116,12 @@ impl BrokerOptions {
         let default_port = if secure { 8883 } else { 1883 };
         let (host, port) = split_host_port(host_port, default_port).map_err(invalid)?;
         if host.is_empty() {
-            return Err(invalid(format!("'{url}' has no host")));
+            return Err(invalid(format!("'{scheme}://…' has no host")));
         }
         let tls = if secure {
             Some(Arc::new(tls_config(ca_cert, client_cert, client_key)?))
         } else {
-            if ca_cert.is_some_and(|c| !c.trim().is_empty()) {
+            if nonempty(ca_cert).is_some() {
                 tracing::warn!("Ignoring caCert: the MQTT url does not use ssl:// or mqtts://");
             }
             None
@@ -83,12 +136,12 @@ impl BrokerOptions {
     }
 
     /// `host:port`, for messages.
-    pub(super) fn display(&self) -> &str {
+    pub(crate) fn display(&self) -> &str {
         &self.display
     }
 
-    /// Options for one connection with `client_id`.
-    pub(super) fn mqtt_options(&self, client_id: &str, clean_session: bool) -> MqttOptions {
+    /// Options for one connection with `client_id` (manual acknowledgements).
+    pub(crate) fn mqtt_options(&self, client_id: &str, clean_session: bool) -> MqttOptions {
         let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
         o.set_keep_alive(KEEP_ALIVE)
             .set_clean_session(clean_session)
