@@ -27,6 +27,11 @@ pub struct AppChannel {
     grpc_channel: Option<Channel>,
     token: Option<HeaderValue>,
     limit: Option<Arc<Semaphore>>,
+    /// Streams requests to the app as they are (invocation): HTTP/1.1 for HTTP apps, HTTP/2
+    /// for h2c and gRPC apps.
+    raw: Client<HttpConnector, axum::body::Body>,
+    raw_http2: bool,
+    base: String,
 }
 
 /// An HTTP client bound to the app's address.
@@ -52,6 +57,19 @@ impl AppChannel {
     /// The channel to the app, when `--app-port` is set.
     pub fn new(config: &RuntimeConfig) -> Option<Self> {
         let port = config.app_port?;
+        let raw = {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let mut builder = Client::builder(TokioExecutor::new());
+            if matches!(
+                config.app_protocol,
+                AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::H2c
+            ) {
+                builder.http2_only(true);
+            }
+            builder.build(connector)
+        };
+        let base = format!("http://{}:{port}", config.app_channel_address);
         let token = config
             .app_api_token
             .as_deref()
@@ -87,6 +105,12 @@ impl AppChannel {
             limit: config
                 .app_max_concurrency
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            raw,
+            raw_http2: matches!(
+                config.app_protocol,
+                AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::H2c
+            ),
+            base,
         })
     }
 
@@ -121,6 +145,33 @@ impl AppChannel {
         tokio::time::timeout(timeout, probe)
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+
+    /// Sends `req` to the app as it is, streaming both bodies: its URI is replaced by the
+    /// app's address with the same path and query, and the app token is added.
+    pub async fn forward(
+        &self,
+        mut req: Request<axum::body::Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let uri = format!(
+            "{}{}",
+            self.base,
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
+        *req.uri_mut() = uri.parse().map_err(|e| format!("bad app URI {uri}: {e}"))?;
+        *req.version_mut() = if self.raw_http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        if let Some(token) = &self.token {
+            req.headers_mut()
+                .insert(crate::api::http::API_TOKEN_HEADER, token.clone());
+        }
+        self.raw
+            .request(req)
+            .await
+            .map_err(|e| format!("calling the app: {e}"))
     }
 
     /// Whether the app speaks gRPC.

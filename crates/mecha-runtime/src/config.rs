@@ -55,6 +55,11 @@ pub struct RuntimeConfig {
     pub max_request_body: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub graceful_shutdown: Duration,
+    /// The port of the internal endpoint other sidecars call (0: a free port).
+    pub internal_port: u16,
+    /// Where the embedded default name resolver keeps its file when the Configuration names
+    /// none (`~/.mecha/nameresolution.db`).
+    pub name_resolution_path: Option<PathBuf>,
     /// `--app-max-concurrency`: the most calls into the app at once (`None`: unlimited).
     pub app_max_concurrency: Option<usize>,
     /// `--enable-app-health-check` and its settings.
@@ -140,6 +145,8 @@ impl RuntimeConfig {
             app_api_token: None,
             max_request_body: 4 << 20,
             graceful_shutdown: Duration::from_secs(5),
+            internal_port: 0,
+            name_resolution_path: None,
             app_max_concurrency: None,
             app_health_check: None,
         }

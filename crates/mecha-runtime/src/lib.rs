@@ -15,6 +15,7 @@ pub mod config;
 pub mod configuration;
 pub mod error;
 pub mod health;
+pub mod invoke;
 pub mod lock;
 pub mod metadata;
 pub mod metrics;

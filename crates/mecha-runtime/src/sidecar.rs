@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use futures::StreamExt;
+use mecha_core::nameresolution::{DEFAULT_NAMESPACE, Instance, NameResolver, ResolverInit};
 use mecha_core::resource::{ConfigurationResource, Resource, ResourceError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,9 +19,11 @@ use crate::components::{Components, LoadError};
 use crate::config::RuntimeConfig;
 use crate::configuration::ConfigurationService;
 use crate::health::{Health, wait_for_app_port};
+use crate::invoke::{HttpEndpoints, InvokeService};
 use crate::lock::LockService;
 use crate::metadata::MetadataService;
 use crate::pubsub::PubSubService;
+use crate::resiliency::Resiliency;
 use crate::secrets::SecretsService;
 use crate::state::StateService;
 
@@ -40,6 +43,8 @@ pub struct Services {
     pub bindings: Arc<BindingsService>,
     /// The pub/sub service.
     pub pubsub: Arc<PubSubService>,
+    /// Service invocation.
+    pub invoke: Arc<InvokeService>,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -65,7 +70,10 @@ pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
     /// Where the gRPC API listens.
     pub grpc_addrs: Vec<SocketAddr>,
+    /// Where the internal invocation endpoint listens.
+    pub internal_addr: SocketAddr,
     services: Arc<Services>,
+    resolver: Option<Arc<dyn NameResolver>>,
     servers: JoinSet<()>,
     grace: Duration,
 }
@@ -85,6 +93,9 @@ pub enum StartError {
         /// The file.
         file: String,
     },
+    /// A resiliency or HTTPEndpoint resource, or the name resolution, is unusable.
+    #[error("{0}")]
+    Invalid(String),
     /// A port could not be bound.
     #[error("cannot listen for the {api} API on {addr}: {error}")]
     Bind {
@@ -125,9 +136,13 @@ impl Sidecar {
         let started = Instant::now();
         tracing::info!(app_id = %config.app_id, version = crate::metadata::RUNTIME_VERSION, "Starting Mecha sidecar");
         let mut secret_scopes = Vec::new();
+        let mut name_resolution = serde_json::Value::Null;
         for file in &config.config_files {
             for c in load_configuration(file)? {
                 secret_scopes.extend(c.secret_scopes()?);
+                if let Some(nr) = c.spec.get("nameResolution").filter(|v| !v.is_null()) {
+                    name_resolution = nr.clone();
+                }
             }
         }
         let components = Components::load(&config).await?;
@@ -136,6 +151,16 @@ impl Sidecar {
         }
         let health = Arc::new(Health::new(config.app_port.is_none()));
         let app = AppChannel::new(&config).map(Arc::new);
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let resiliency = Arc::new(
+            Resiliency::from_resources(&components.resiliency).map_err(StartError::Invalid)?,
+        );
+        let endpoints = HttpEndpoints::from_resources(&components.http_endpoints)
+            .map_err(StartError::Invalid)?;
+        let resolver = name_resolver(&config, &namespace, &name_resolution).await?;
         let services = Arc::new(Services {
             app_id: config.app_id.clone(),
             state: StateService::new(
@@ -151,6 +176,14 @@ impl Sidecar {
                 &components.locks,
             ),
             bindings: Arc::new(BindingsService::new(&components.bindings)),
+            invoke: Arc::new(InvokeService::new(
+                &config.app_id,
+                &namespace,
+                resolver.clone(),
+                app.clone(),
+                endpoints,
+                resiliency,
+            )),
             pubsub: Arc::new(PubSubService::new(
                 &config.app_id,
                 &components.pubsub,
@@ -182,8 +215,13 @@ impl Sidecar {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let serve = axum::serve(listener, router.clone())
-                .with_graceful_shutdown(services.shutdown.clone().wait());
+            let serve = axum::serve(
+                listener,
+                router
+                    .clone()
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP API server failed");
@@ -205,13 +243,60 @@ impl Sidecar {
                 })
             });
             let serve = tonic::transport::Server::builder()
-                .add_service(crate::api::grpc::dapr_service(services.clone()))
+                .add_routes(crate::api::grpc::routes(services.clone()))
                 .serve_with_incoming_shutdown(incoming, services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "gRPC API server failed");
                 }
             });
+        }
+        let internal_ip = config
+            .listen_addresses
+            .first()
+            .copied()
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let listener = bind(
+            "internal",
+            SocketAddr::new(internal_ip, config.internal_port),
+        )
+        .await?;
+        let internal_addr = listener.local_addr().map_err(|error| StartError::Bind {
+            api: "internal",
+            addr: SocketAddr::new(internal_ip, config.internal_port),
+            error,
+        })?;
+        let invoke = services.invoke.clone();
+        let internal = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let invoke = invoke.clone();
+            async move { invoke.serve_internal(req).await }
+        });
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, internal)
+            .with_graceful_shutdown(services.shutdown.clone().wait());
+        servers.spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "Internal invocation server failed");
+            }
+        });
+        tracing::info!(address = %internal_addr, "Internal invocation endpoint listening (h2c)");
+        if let (Some(resolver), Some(_)) = (&resolver, config.app_port) {
+            let host = if internal_ip.is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                internal_ip.to_string()
+            };
+            let me = Instance {
+                app_id: config.app_id.clone(),
+                namespace: namespace.clone(),
+                host,
+                port: internal_addr.port(),
+            };
+            if let Err(e) = resolver.register(&me).await {
+                tracing::warn!(error = %e, "Could not register with name resolution; other apps cannot call this one");
+            }
         }
         health.set_outbound_ready();
         services.bindings.start_inputs(app.clone(), health.clone());
@@ -232,7 +317,9 @@ impl Sidecar {
         Ok(Running {
             http_addrs,
             grpc_addrs,
+            internal_addr,
             services,
+            resolver,
             servers,
             grace: config.graceful_shutdown,
         })
@@ -243,6 +330,45 @@ async fn bind(api: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
     TcpListener::bind(addr)
         .await
         .map_err(|error| StartError::Bind { api, addr, error })
+}
+
+/// The name resolver of `spec.nameResolution` (default: the embedded `sqlite` one); `None`
+/// when the default has no file to use.
+async fn name_resolver(
+    config: &RuntimeConfig,
+    namespace: &str,
+    spec: &serde_json::Value,
+) -> Result<Option<Arc<dyn NameResolver>>, StartError> {
+    let component = spec
+        .get("component")
+        .and_then(serde_json::Value::as_str)
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or("sqlite");
+    let registration = mecha_components::nameresolution::find(component).ok_or_else(|| {
+        StartError::Invalid(format!(
+            "spec.nameResolution.component '{component}' is unknown (sqlite, dns, kubernetes, static)"
+        ))
+    })?;
+    let explicit = !spec.is_null();
+    let init = ResolverInit {
+        app_id: config.app_id.clone(),
+        namespace: namespace.to_owned(),
+        configuration: spec.get("configuration").cloned().unwrap_or_default(),
+        default_path: config.name_resolution_path.clone(),
+    };
+    match (registration.create)(init).await {
+        Ok(r) => {
+            tracing::info!(component, "Name resolution ready");
+            Ok(Some(r))
+        }
+        Err(e) if explicit => Err(StartError::Invalid(format!(
+            "name resolution '{component}': {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "The default name resolution is unavailable; only this app can be invoked");
+            Ok(None)
+        }
+    }
 }
 
 fn load_configuration(file: &std::path::Path) -> Result<Vec<ConfigurationResource>, StartError> {
@@ -291,6 +417,9 @@ impl Running {
         }
         self.services.bindings.close().await;
         self.services.pubsub.close().await;
+        if let Some(r) = &self.resolver {
+            r.close().await;
+        }
         self.services.lock.close().await;
         self.services.state.close().await;
         self.services.secrets.close().await;

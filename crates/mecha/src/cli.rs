@@ -59,6 +59,10 @@ pub(crate) struct SidecarArgs {
     /// The port of the gRPC API; 0 picks a free port.
     #[arg(long, default_value_t = 50001, value_name = "PORT")]
     pub(crate) dapr_grpc_port: u16,
+    /// The port other sidecars call this one on (service invocation); 0 picks a free port,
+    /// which is registered with name resolution.
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub(crate) dapr_internal_grpc_port: u16,
     /// The port of the Prometheus metrics endpoint.
     #[arg(long, default_value_t = 9090, value_name = "PORT")]
     pub(crate) metrics_port: u16,

@@ -4,6 +4,7 @@
 
 mod bindings;
 mod configuration;
+mod invoke;
 mod lock;
 mod metadata;
 mod pubsub;
@@ -62,6 +63,20 @@ pub fn dapr_service(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     InterceptedService::new(server, TokenCheck { token })
+}
+
+/// The gRPC API as routes: the `Dapr` service, and every other service passed through to the
+/// app named by `dapr-app-id` (transparent proxying).
+pub fn routes(services: Arc<Services>) -> tonic::service::Routes {
+    let proxy_services = services.clone();
+    let router = tonic::service::Routes::new(dapr_service(services))
+        .prepare()
+        .into_axum_router()
+        .fallback(move |req: axum::extract::Request| {
+            let s = proxy_services.clone();
+            async move { invoke::proxy(s, req).await }
+        });
+    tonic::service::Routes::from(router)
 }
 
 fn unsupported(rpc: &str) -> Status {

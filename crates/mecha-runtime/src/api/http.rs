@@ -5,6 +5,7 @@
 mod bindings;
 mod configuration;
 mod health;
+mod invoke;
 mod lock;
 mod metadata;
 mod pubsub;
@@ -91,22 +92,13 @@ pub fn router(services: Arc<Services>) -> Router {
             "/v1.0/publish/{pubsub}/{*topic}",
             post(pubsub::publish).put(pubsub::publish),
         )
-        .fallback(not_found)
+        .route("/v1.0/invoke/{*rest}", axum::routing::any(invoke::invoke))
+        .fallback(invoke::fallback)
         // Outermost first: the token is checked before any body is read, and the body limit
         // applies to every handler that reads one.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(services.clone(), api_token))
         .with_state(services)
-}
-
-/// Requests on unknown paths would be service invocation in Dapr; without an app id they fail.
-async fn not_found() -> ApiError {
-    ApiError::new(
-        "ERR_DIRECT_INVOKE",
-        StatusCode::NOT_FOUND,
-        tonic::Code::NotFound,
-        "failed getting app id either from the URL path or the header dapr-app-id",
-    )
 }
 
 /// Checks `dapr-api-token` when `DAPR_API_TOKEN` is set; the health probes are exempt.

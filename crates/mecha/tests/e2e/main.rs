@@ -12,6 +12,7 @@ mod cli;
 mod configuration;
 mod grpc_api;
 mod http_api;
+mod invoke;
 mod lifecycle;
 mod lock;
 mod mysql_outage;

@@ -7,7 +7,8 @@ use mecha_proto::{common, runtime as rt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Unsupported, bindings, configuration, lock, metadata, pubsub, secrets, state, unsupported,
+    Unsupported, bindings, configuration, invoke, lock, metadata, pubsub, secrets, state,
+    unsupported,
 };
 use crate::sidecar::Services;
 
@@ -20,9 +21,9 @@ pub struct DaprApi {
 impl rt::dapr_server::Dapr for DaprApi {
     async fn invoke_service(
         &self,
-        _request: Request<rt::InvokeServiceRequest>,
+        request: Request<rt::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
-        Err(unsupported("InvokeService"))
+        invoke::invoke_service(&self.services, request).await
     }
 
     async fn get_state(

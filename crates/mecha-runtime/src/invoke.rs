@@ -1,0 +1,547 @@
+//! Service invocation: a call from the app to another app id goes to one of that app's
+//! sidecars over pooled HTTP/2 (h2c) connections to their internal endpoint, which hands it to
+//! its app; bodies stream through both hops, headers and status pass through.
+//!
+//! * Caller side ([`InvokeService::invoke_http`], [`InvokeService::proxy_grpc`]): resolve the
+//!   target through the name resolver, pick an instance round robin (skipping instances whose
+//!   connection failed recently), send the request with the internal headers. A call to this
+//!   sidecar's own app id goes straight to the app. `HTTPEndpoint` names and `http(s)://` ids
+//!   go to the external service.
+//! * Callee side ([`InvokeService::serve_internal`]): the internal endpoint forwards to the
+//!   app, HTTP as HTTP (or `OnInvoke` for gRPC apps), gRPC as gRPC (transparent proxying).
+//!
+//! Internal headers: `dapr-callee-app-id`, `dapr-caller-app-id`, `dapr-caller-namespace`,
+//! `mecha-invoke-kind` (`http` or `grpc`) and `mecha-deadline-ms` (the caller's remaining
+//! time, applied by the callee).
+
+mod endpoints;
+mod forward;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mecha_core::nameresolution::{Instance, NameResolver};
+use tonic::Code;
+
+pub use self::endpoints::HttpEndpoints;
+pub use self::forward::{grpc_code_of, http_status_of};
+use crate::app_channel::AppChannel;
+use crate::error::ApiError;
+use crate::resiliency::{Attempt, Policy, PolicyError, Resiliency};
+
+/// The callee's app id.
+pub const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
+/// The caller's app id.
+pub const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
+/// The caller's namespace.
+pub const CALLER_NAMESPACE: HeaderName = HeaderName::from_static("dapr-caller-namespace");
+/// `http` or `grpc`: how the callee hands the request to its app.
+const KIND: HeaderName = HeaderName::from_static("mecha-invoke-kind");
+/// The caller's remaining time in milliseconds.
+const DEADLINE: HeaderName = HeaderName::from_static("mecha-deadline-ms");
+
+/// How long an instance whose connection failed is skipped.
+const FAILED_INSTANCE_PAUSE: Duration = Duration::from_secs(5);
+/// Bodies up to this size are buffered so that a retry can send them again.
+const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// How a call reaches the callee's app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTTP request for the app's HTTP server (or `OnInvoke` on a gRPC app).
+    Http,
+    /// A gRPC call passed through to the app's gRPC server.
+    Grpc,
+}
+
+/// The invocation service.
+pub struct InvokeService {
+    app_id: String,
+    namespace: String,
+    resolver: Option<Arc<dyn NameResolver>>,
+    peers: Client<HttpConnector, Body>,
+    app: Option<Arc<AppChannel>>,
+    endpoints: HttpEndpoints,
+    resiliency: Arc<Resiliency>,
+    balancer: Balancer,
+}
+
+/// Round robin over the instances of each app id, skipping those that failed recently.
+#[derive(Default)]
+struct Balancer {
+    next: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    failed: Mutex<HashMap<(String, u16), Instant>>,
+}
+
+// === impl Kind ===
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Grpc => "grpc",
+        }
+    }
+}
+
+// === errors ===
+
+fn invoke_error(target: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        "ERR_DIRECT_INVOKE",
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Internal,
+        format!("failed to invoke, id: {target}, err: {why}"),
+    )
+}
+
+/// The error for a call that names no app id.
+pub fn no_app_id() -> ApiError {
+    ApiError::new(
+        "ERR_DIRECT_INVOKE",
+        StatusCode::NOT_FOUND,
+        Code::NotFound,
+        "failed getting app id either from the URL path or the header dapr-app-id",
+    )
+}
+
+// === impl InvokeService ===
+
+impl InvokeService {
+    /// Builds the service.
+    pub fn new(
+        app_id: &str,
+        namespace: &str,
+        resolver: Option<Arc<dyn NameResolver>>,
+        app: Option<Arc<AppChannel>>,
+        endpoints: HttpEndpoints,
+        resiliency: Arc<Resiliency>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let peers = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .http2_adaptive_window(true)
+            .build(connector);
+        Self {
+            app_id: app_id.to_owned(),
+            namespace: namespace.to_owned(),
+            resolver,
+            peers,
+            app,
+            endpoints,
+            resiliency,
+            balancer: Balancer::default(),
+        }
+    }
+
+    /// This sidecar's app id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Invokes `target` with an HTTP request whose URI is the method path and query
+    /// (`/orders/1?x=y`); `peer` is the address of the app that called.
+    pub async fn invoke_http(
+        &self,
+        target: &str,
+        mut req: Request<Body>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Response<Body>, ApiError> {
+        if target.is_empty() {
+            return Err(no_app_id());
+        }
+        forward::add_forwarded(req.headers_mut(), peer);
+        forward::strip_request_headers(req.headers_mut());
+        if let Some(endpoint) = self.endpoints.find(target) {
+            return endpoint
+                .call(req)
+                .await
+                .map_err(|e| invoke_error(target, e));
+        }
+        let (app_id, namespace) = split_target(target, &self.namespace);
+        if app_id == self.app_id && namespace == self.namespace {
+            let app = self.app.as_ref().ok_or_else(|| {
+                invoke_error(target, "this sidecar has no app channel (--app-port)")
+            })?;
+            let h = req.headers_mut();
+            h.insert(CALLER, header(&self.app_id));
+            h.insert(CALLEE, header(&self.app_id));
+            return forward::to_app(app, Kind::Http, req, None)
+                .await
+                .map_err(|e| invoke_error(target, e));
+        }
+        let policy = self.resiliency.app(app_id);
+        self.to_peer(target, app_id, namespace, Kind::Http, req, &policy)
+            .await
+    }
+
+    /// Passes a gRPC call (`req` as received, path `/package.Service/Method`) to `target`'s
+    /// app.
+    pub async fn proxy_grpc(
+        &self,
+        target: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ApiError> {
+        forward::strip_request_headers(req.headers_mut());
+        let (app_id, namespace) = split_target(target, &self.namespace);
+        if app_id == self.app_id && namespace == self.namespace {
+            let app = self.app.as_ref().ok_or_else(|| {
+                invoke_error(target, "this sidecar has no app channel (--app-port)")
+            })?;
+            let h = req.headers_mut();
+            h.insert(CALLER, header(&self.app_id));
+            h.insert(CALLEE, header(&self.app_id));
+            return forward::to_app(app, Kind::Grpc, req, None)
+                .await
+                .map_err(|e| invoke_error(target, e));
+        }
+        // gRPC calls stream: no retries, the policy's timeout and breaker only.
+        let policy = self.resiliency.app(app_id);
+        self.to_peer(target, app_id, namespace, Kind::Grpc, req, &policy)
+            .await
+    }
+
+    async fn to_peer(
+        &self,
+        target: &str,
+        app_id: &str,
+        namespace: &str,
+        kind: Kind,
+        mut req: Request<Body>,
+        policy: &Policy,
+    ) -> Result<Response<Body>, ApiError> {
+        let resolver = self
+            .resolver
+            .as_ref()
+            .ok_or_else(|| invoke_error(target, "no name resolution is configured"))?;
+        let instances = resolver
+            .resolve(app_id, namespace)
+            .await
+            .map_err(|e| invoke_error(target, e))?;
+        if instances.is_empty() {
+            return Err(invoke_error(
+                target,
+                format!("couldn't find service: {target}"),
+            ));
+        }
+        {
+            let h = req.headers_mut();
+            h.insert(CALLEE, header(app_id));
+            h.insert(CALLER, header(&self.app_id));
+            h.insert(CALLER_NAMESPACE, header(&self.namespace));
+            h.insert(KIND, HeaderValue::from_static(kind.as_str()));
+        }
+        // Small bodies are buffered: a call can then move to the next instance when a
+        // connection fails, and be retried by the policy. Larger or chunked bodies stream.
+        let (parts, body) = req.into_parts();
+        let payload = if small_body(&parts.headers) {
+            Payload::Buffered(
+                body.collect()
+                    .await
+                    .map_err(|e| ApiError::body_read(e.to_string()))?
+                    .to_bytes(),
+            )
+        } else {
+            Payload::Stream(Mutex::new(Some(body)))
+        };
+        if policy.is_noop() {
+            return self.send_once(target, &instances, &parts, &payload).await;
+        }
+        let result = policy
+            .run(|| async {
+                match self.send_once(target, &instances, &parts, &payload).await {
+                    Ok(res) if policy.retries_http_status(res.status().as_u16()) => {
+                        Attempt::Retryable(RetryableResponse::Response(res))
+                    }
+                    // Other server errors are not retried but count against the breaker.
+                    Ok(res) if res.status().is_server_error() => {
+                        Attempt::Fatal(RetryableResponse::Response(res))
+                    }
+                    Ok(res) => Attempt::Ok(res),
+                    // A streamed body was consumed by the first attempt.
+                    Err(e) if matches!(payload, Payload::Stream(_)) => {
+                        Attempt::Fatal(RetryableResponse::Error(e))
+                    }
+                    Err(e) => Attempt::Retryable(RetryableResponse::Error(e)),
+                }
+            })
+            .await;
+        match result {
+            Ok(res) => Ok(res),
+            Err(PolicyError::Inner(RetryableResponse::Response(res))) => Ok(res),
+            Err(PolicyError::Inner(RetryableResponse::Error(e))) => Err(e),
+            Err(PolicyError::Timeout(d)) => Err(invoke_error(
+                target,
+                format!("timeout after {d:?} (resiliency policy)"),
+            )),
+            Err(PolicyError::CircuitOpen) => Err(invoke_error(target, "circuit breaker is open")),
+        }
+    }
+
+    /// Sends the request to one instance, moving to the next one when a connection cannot be
+    /// made (buffered bodies only: a streamed body goes to the first instance).
+    async fn send_once(
+        &self,
+        target: &str,
+        instances: &[Instance],
+        parts: &http::request::Parts,
+        payload: &Payload,
+    ) -> Result<Response<Body>, ApiError> {
+        let order = self.balancer.order(target, instances);
+        let mut last_error = String::new();
+        for (i, instance) in order.iter().enumerate() {
+            let uri: Uri = format!(
+                "http://{}:{}{}",
+                instance.host,
+                instance.port,
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            )
+            .parse()
+            .map_err(|e| invoke_error(target, format!("bad address: {e}")))?;
+            let body = match payload {
+                Payload::Buffered(b) => Body::from(b.clone()),
+                Payload::Stream(s) => match s.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(b) => b,
+                    None => {
+                        return Err(invoke_error(
+                            target,
+                            format!("a streamed body cannot be sent again ({last_error})"),
+                        ));
+                    }
+                },
+            };
+            let mut req = Request::from_parts(parts.clone(), body);
+            *req.uri_mut() = uri;
+            *req.version_mut() = http::Version::HTTP_2;
+            let can_move_on = matches!(payload, Payload::Buffered(_)) && i + 1 < order.len();
+            match self.peers.request(req).await {
+                Ok(res) => {
+                    self.balancer.succeeded(instance);
+                    return Ok(res.map(Body::new));
+                }
+                Err(e) if e.is_connect() && can_move_on => {
+                    tracing::warn!(app_id = %instance.app_id, address = %format!("{}:{}", instance.host, instance.port), error = %e, "Cannot reach an instance; trying the next one");
+                    self.balancer.failed(instance);
+                    last_error = e.to_string();
+                }
+                Err(e) => {
+                    if e.is_connect() {
+                        self.balancer.failed(instance);
+                    }
+                    return Err(invoke_error(
+                        target,
+                        format!(
+                            "calling {}:{}: {}",
+                            instance.host,
+                            instance.port,
+                            error_chain(&e)
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(invoke_error(target, last_error))
+    }
+
+    /// The callee side: hands a request from another sidecar to the app.
+    pub async fn serve_internal(&self, req: Request<Body>) -> Response<Body> {
+        let callee = req
+            .headers()
+            .get(&CALLEE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if callee != self.app_id {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                &invoke_error(&callee, format!("this sidecar serves {}", self.app_id)),
+            );
+        }
+        let kind = match req.headers().get(&KIND).map(HeaderValue::as_bytes) {
+            Some(b"grpc") => Kind::Grpc,
+            _ => Kind::Http,
+        };
+        let deadline = req
+            .headers()
+            .get(&DEADLINE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let Some(app) = &self.app else {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &invoke_error(
+                    &callee,
+                    "the callee sidecar has no app channel (--app-port)",
+                ),
+            );
+        };
+        let mut req = req;
+        req.headers_mut().remove(&KIND);
+        req.headers_mut().remove(&DEADLINE);
+        match forward::to_app(app, kind, req, deadline).await {
+            Ok(res) => res,
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &invoke_error(&callee, e)),
+        }
+    }
+}
+
+/// A request body: buffered (sendable again) or streamed (once).
+enum Payload {
+    Buffered(Bytes),
+    Stream(Mutex<Option<Body>>),
+}
+
+/// What a retried attempt gave: an answer whose status the policy retries, or an error.
+enum RetryableResponse {
+    Response(Response<Body>),
+    Error(ApiError),
+}
+
+fn small_body(headers: &HeaderMap) -> bool {
+    match headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT),
+        // No length and no chunked encoding: no body.
+        None => !headers.contains_key(http::header::TRANSFER_ENCODING),
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The app id a request names with `dapr-app-id`, or with basic auth as user `dapr-app-id`.
+pub fn forward_app_id(h: &HeaderMap) -> Option<String> {
+    if let Some(v) = h.get("dapr-app-id").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if !v.is_empty() {
+            return Some(v.to_owned());
+        }
+    }
+    h.get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(forward::app_id_from_basic_auth)
+}
+
+/// `app.namespace` → (`app`, `namespace`); `app` → (`app`, default namespace).
+pub fn split_target<'a>(target: &'a str, default_namespace: &'a str) -> (&'a str, &'a str) {
+    match target.rsplit_once('.') {
+        Some((app, ns)) if !app.is_empty() && !ns.is_empty() => (app, ns),
+        _ => (target, default_namespace),
+    }
+}
+
+fn header(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// An [`ApiError`] as an HTTP response (the same JSON body the HTTP API sends).
+pub fn error_response(status: StatusCode, e: &ApiError) -> Response<Body> {
+    crate::api::http::log_error(e);
+    let body = serde_json::json!({ "errorCode": e.code, "message": e.message }).to_string();
+    let mut res = Response::new(Body::from(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+// === impl Balancer ===
+
+impl Balancer {
+    /// The instances in the order to try them: round robin, recently failed ones last.
+    fn order(&self, target: &str, instances: &[Instance]) -> Vec<Instance> {
+        if instances.len() == 1 {
+            return instances.to_vec();
+        }
+        let counter = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            next.entry(target.to_owned()).or_default().clone()
+        };
+        let start = counter.fetch_add(1, Ordering::Relaxed) % instances.len();
+        let mut order: Vec<Instance> = instances[start..]
+            .iter()
+            .chain(&instances[..start])
+            .cloned()
+            .collect();
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if !failed.is_empty() {
+            let now = Instant::now();
+            order.sort_by_key(|i| {
+                failed
+                    .get(&(i.host.clone(), i.port))
+                    .is_some_and(|at| now.duration_since(*at) < FAILED_INSTANCE_PAUSE)
+            });
+        }
+        order
+    }
+
+    fn failed(&self, i: &Instance) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((i.host.clone(), i.port), Instant::now());
+    }
+
+    fn succeeded(&self, i: &Instance) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if !failed.is_empty() {
+            failed.remove(&(i.host.clone(), i.port));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(port: u16) -> Instance {
+        Instance {
+            app_id: "b".into(),
+            namespace: "default".into(),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn targets_and_round_robin() {
+        assert_eq!(split_target("b", "default"), ("b", "default"));
+        assert_eq!(split_target("b.prod", "default"), ("b", "prod"));
+        let b = Balancer::default();
+        let all = [inst(1), inst(2)];
+        let first: Vec<u16> = (0..4).map(|_| b.order("b", &all)[0].port).collect();
+        assert_eq!(first, vec![1, 2, 1, 2]);
+        b.failed(&inst(1));
+        let first: Vec<u16> = (0..2).map(|_| b.order("b", &all)[0].port).collect();
+        assert_eq!(first, vec![2, 2]);
+        b.succeeded(&inst(1));
+        let first: Vec<u16> = (0..2).map(|_| b.order("b", &all)[0].port).collect();
+        assert_eq!(first, vec![1, 2]);
+    }
+}

@@ -1,0 +1,442 @@
+//! Service invocation through two real sidecars: the caller's sidecar resolves the callee
+//! through the embedded SQLite name resolution (a private file per test), and the call,
+//! headers, status and body pass through both hops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use mecha_test_support::{MechaProcess, ResourcesDir, eventually};
+use reqwest::Client;
+use serde_json::{Value, json};
+
+use crate::MECHA;
+
+/// A folder with a Configuration whose name resolution is a private SQLite file, plus any
+/// other resources.
+pub(crate) struct Mesh {
+    dir: tempfile::TempDir,
+    pub(crate) resources: ResourcesDir,
+}
+
+impl Mesh {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("names.db");
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: mesh\nspec:\n  nameResolution:\n    component: sqlite\n    configuration:\n      connectionString: \"{}\"\n",
+                db.display()
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            resources: ResourcesDir::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> String {
+        self.dir.path().join("config.yaml").display().to_string()
+    }
+
+    /// A sidecar for `app_id`, with `--app-port` when `app_port` is given.
+    pub(crate) async fn sidecar(
+        &self,
+        app_id: &str,
+        app_port: Option<u16>,
+        extra: &[&str],
+    ) -> MechaProcess {
+        let mut args = vec!["--config".to_owned(), self.config()];
+        if let Some(p) = app_port {
+            args.push("--app-port".into());
+            args.push(p.to_string());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        MechaProcess::builder(MECHA)
+            .app_id(app_id)
+            .resources(self.resources.path())
+            .args(args)
+            .env("APP_API_TOKEN", "to-the-app")
+            .start()
+            .await
+    }
+}
+
+/// Counters of the echo app, per path.
+#[derive(Clone, Default)]
+pub(crate) struct Echo {
+    name: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Echo {
+    pub(crate) fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+/// An HTTP app that echoes what it received as JSON (`replica`, `method`, `path`, `query`,
+/// `headers`, `body`), with special paths: `/flaky` answers 503 twice then 200, `/slow`
+/// sleeps 2 s, `/broken` always 500, `/status/{n}` answers n.
+pub(crate) async fn echo_app(name: &str) -> (u16, Echo) {
+    let echo = Echo {
+        name: name.to_owned(),
+        hits: Arc::default(),
+    };
+    async fn handle(State(e): State<Echo>, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let n = {
+            let mut hits = e.hits.lock().unwrap();
+            let n = hits.entry(path.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        match path.as_str() {
+            "/flaky" if n <= 2 => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            "/slow" => tokio::time::sleep(Duration::from_secs(2)).await,
+            "/broken" => return (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response(),
+            _ => {}
+        }
+        if let Some(code) = path.strip_prefix("/status/") {
+            let code = code.parse().unwrap_or(500);
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                [("x-from-app", "yes")],
+                format!("status {code}"),
+            )
+                .into_response();
+        }
+        let method = req.method().to_string();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = axum::body::to_bytes(req.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (
+            [
+                ("x-replica", e.name.as_str()),
+                ("content-type", "application/json"),
+            ],
+            json!({
+                "replica": e.name, "method": method, "path": path, "query": query,
+                "headers": headers, "body": String::from_utf8_lossy(&body),
+            })
+            .to_string(),
+        )
+            .into_response()
+    }
+    let router = Router::new()
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .fallback(any(handle))
+        .with_state(echo.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (port, echo)
+}
+
+/// Waits until `caller` can reach `target` (its registration is visible).
+pub(crate) async fn wait_reachable(c: &Client, caller: &MechaProcess, target: &str) {
+    eventually!(
+        Duration::from_secs(15),
+        c.get(format!(
+            "{}/v1.0/invoke/{target}/method/ping",
+            caller.http_url()
+        ))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false),
+        "{target} never became reachable from {}:\n{}",
+        caller.app_id,
+        caller.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_invocation_passes_method_path_headers_status_and_body() {
+    let mesh = Mesh::new();
+    let (port, _echo) = echo_app("b1").await;
+    let b = mesh.sidecar("inv-b", Some(port), &[]).await;
+    let a = mesh.sidecar("inv-a", None, &[]).await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "inv-b").await;
+
+    let r = c
+        .put(format!(
+            "{}/v1.0/invoke/inv-b/method/orders/42/items?x=1&y=two",
+            a.http_url()
+        ))
+        .header("x-custom", "kept")
+        .header("dapr-api-token", "must-not-pass")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body("the body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-replica"], "b1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["path"], "/orders/42/items");
+    assert_eq!(v["query"], "x=1&y=two");
+    assert_eq!(v["body"], "the body");
+    let h = &v["headers"];
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["dapr-caller-app-id"], "inv-a");
+    assert_eq!(h["dapr-callee-app-id"], "inv-b");
+    assert_eq!(
+        h["dapr-api-token"], "to-the-app",
+        "APP_API_TOKEN reaches the app, not the caller's token"
+    );
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert!(h["x-forwarded-host"].as_str().is_some());
+    assert!(
+        h["traceparent"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert!(
+        h.get("mecha-invoke-kind").is_none(),
+        "internal headers leak to the app"
+    );
+
+    // The callee's status, headers and body pass through.
+    let r = c
+        .get(format!(
+            "{}/v1.0/invoke/inv-b/method/status/418",
+            a.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(r.headers()["x-from-app"], "yes");
+    assert_eq!(r.text().await.unwrap(), "status 418");
+
+    // The dapr-app-id header form and the basic-auth form, on any path.
+    let r = c
+        .post(format!("{}/hello/world?q=1", a.http_url()))
+        .header("dapr-app-id", "inv-b")
+        .body("h")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["path"].as_str(), v["query"].as_str()),
+        (Some("/hello/world"), Some("q=1"))
+    );
+    assert!(v["headers"].get("dapr-app-id").is_none());
+    let r = c
+        .get(format!("{}/via/basic", a.http_url()))
+        .basic_auth("dapr-app-id", Some("inv-b"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/via/basic");
+    assert!(v["headers"].get("authorization").is_none());
+
+    // Calling yourself goes to your own app.
+    let r = c
+        .get(format!("{}/v1.0/invoke/inv-b/method/self", b.http_url()))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["dapr-caller-app-id"], "inv-b");
+
+    // A large body streams through both hops unchanged.
+    let big = "x".repeat(3 << 20);
+    let r = c
+        .post(format!("{}/v1.0/invoke/inv-b/method/big", a.http_url()))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["body"].as_str().map(str::len), Some(big.len()));
+
+    // Errors: unknown app id, no app id.
+    let r = c
+        .get(format!("{}/v1.0/invoke/nobody/method/x", a.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errorCode"], "ERR_DIRECT_INVOKE");
+    assert!(v["message"].as_str().unwrap().contains("nobody"), "{v}");
+    let r = c
+        .get(format!("{}/not/an/api", a.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errorCode"], "ERR_DIRECT_INVOKE");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_over_replicas_and_recovery_when_one_dies() {
+    let mesh = Mesh::new();
+    let (p1, e1) = echo_app("r1").await;
+    let (p2, e2) = echo_app("r2").await;
+    let _b1 = mesh.sidecar("rr-b", Some(p1), &[]).await;
+    let mut b2 = Some(mesh.sidecar("rr-b", Some(p2), &[]).await);
+    let a = mesh.sidecar("rr-a", None, &[]).await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "rr-b").await;
+    // Both replicas registered: calls alternate.
+    eventually!(
+        Duration::from_secs(10),
+        {
+            for _ in 0..4 {
+                c.get(format!("{}/v1.0/invoke/rr-b/method/spread", a.http_url()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            e1.hits("/spread") > 0 && e2.hits("/spread") > 0
+        },
+        "calls did not reach both replicas: {} / {}",
+        e1.hits("/spread"),
+        e2.hits("/spread")
+    );
+    let (h1, h2) = (e1.hits("/spread"), e2.hits("/spread"));
+    assert!(h1.abs_diff(h2) <= 2, "round robin is uneven: {h1} / {h2}");
+
+    // One replica's sidecar dies: every call still succeeds on the other.
+    drop(b2.take());
+    let before = e1.hits("/after");
+    for _ in 0..10 {
+        let r = c
+            .get(format!("{}/v1.0/invoke/rr-b/method/after", a.http_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "a call failed after one replica died"
+        );
+    }
+    assert_eq!(e1.hits("/after") - before, 10);
+
+    // It comes back: calls reach it again.
+    let _b2 = mesh.sidecar("rr-b", Some(p2), &[]).await;
+    eventually!(
+        Duration::from_secs(15),
+        {
+            c.get(format!("{}/v1.0/invoke/rr-b/method/back", a.http_url()))
+                .send()
+                .await
+                .unwrap();
+            e2.hits("/back") > 0
+        },
+        "the restarted replica never got a call"
+    );
+}
+
+const RESILIENCY: &str = "\
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: policies
+spec:
+  policies:
+    timeouts:
+      short: 500ms
+    retries:
+      three:
+        policy: constant
+        duration: 50ms
+        maxRetries: 3
+        matching:
+          httpStatusCodes: \"503\"
+    circuitBreakers:
+      breaker:
+        maxRequests: 1
+        timeout: 1s
+        trip: consecutiveFailures > 4
+  targets:
+    apps:
+      res-b:
+        timeout: short
+        retry: three
+        circuitBreaker: breaker
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resiliency_retries_times_out_and_breaks_the_circuit() {
+    let mesh = Mesh::new();
+    mesh.resources.write("resiliency.yaml", RESILIENCY);
+    let (port, echo) = echo_app("b").await;
+    let mut b = Some(mesh.sidecar("res-b", Some(port), &[]).await);
+    let a = mesh.sidecar("res-a", None, &[]).await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "res-b").await;
+    let call = |path: &str| {
+        let url = format!("{}/v1.0/invoke/res-b/method{path}", a.http_url());
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap() }
+    };
+
+    // 503 twice, then 200: the retry policy hides the failures.
+    let r = call("/flaky").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(echo.hits("/flaky"), 3);
+
+    // The app takes 2 s; every attempt times out after 500 ms (timeouts are retried, as in
+    // Dapr), so the call fails well before the app could have answered three times.
+    let started = Instant::now();
+    let r = call("/slow").await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        took < Duration::from_millis(3000),
+        "the timeout did not apply: {took:?}"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("timeout"), "{v}");
+
+    // The callee's sidecar goes away: failures trip the breaker, which then fails fast.
+    drop(b.take());
+    for _ in 0..3 {
+        let r = call("/down").await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let r = call("/down").await;
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker is open"),
+        "the breaker did not open: {v}"
+    );
+    // It comes back; after the breaker's timeout a trial call closes it again.
+    let _b = mesh.sidecar("res-b", Some(port), &[]).await;
+    eventually!(
+        Duration::from_secs(15),
+        call("/again").await.status() == StatusCode::OK,
+        "the breaker did not close after the callee came back"
+    );
+}
