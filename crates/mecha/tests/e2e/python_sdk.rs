@@ -418,3 +418,29 @@ async fn pubsub_publish_bulk_http_app_and_streaming() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invocation_http_grpc_and_grpc_proxying() {
+    let mesh = crate::invoke::Mesh::new();
+    let (http_port, grpc_port) = (
+        mecha_test_support::free_port(),
+        mecha_test_support::free_port(),
+    );
+    let _http_app = mesh.sidecar("py-http-app", Some(http_port), &[]).await;
+    let _grpc_app = mesh
+        .sidecar("py-grpc-app", Some(grpc_port), &["--app-protocol", "grpc"])
+        .await;
+    let caller = mesh.sidecar("py-caller", None, &[]).await;
+    run_script(
+        &caller,
+        "invoke_sdk.py",
+        &[
+            ("HTTP_APP", "py-http-app"),
+            ("GRPC_APP", "py-grpc-app"),
+            ("HTTP_APP_PORT", &http_port.to_string()),
+            ("GRPC_APP_PORT", &grpc_port.to_string()),
+            ("CALLER_APP", "py-caller"),
+        ],
+    )
+    .await;
+}
