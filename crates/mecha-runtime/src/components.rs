@@ -17,8 +17,7 @@ use mecha_core::lock::LockStore;
 use mecha_core::metadata::parse_bool;
 use mecha_core::pubsub::PubSub;
 use mecha_core::resource::{
-    ComponentResource, MetadataValue, RawResource, Resource, ResourceError,
-    SubscriptionResource,
+    ComponentResource, MetadataValue, RawResource, Resource, ResourceError, SubscriptionResource,
 };
 use mecha_core::secretstores::SecretStore;
 use mecha_core::state::StateStore;

@@ -55,6 +55,8 @@ pub struct RuntimeConfig {
     pub max_request_body: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub graceful_shutdown: Duration,
+    /// Whether `/metrics` is served on `metrics_port` and metrics are recorded.
+    pub enable_metrics: bool,
     /// The port of the internal endpoint other sidecars call (0: a free port).
     pub internal_port: u16,
     /// Where the embedded default name resolver keeps its file when the Configuration names
@@ -145,6 +147,7 @@ impl RuntimeConfig {
             app_api_token: None,
             max_request_body: 4 << 20,
             graceful_shutdown: Duration::from_secs(5),
+            enable_metrics: true,
             internal_port: 0,
             name_resolution_path: None,
             app_max_concurrency: None,

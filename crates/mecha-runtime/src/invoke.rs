@@ -74,6 +74,7 @@ pub struct InvokeService {
     endpoints: HttpEndpoints,
     resiliency: Arc<Resiliency>,
     balancer: Balancer,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Round robin over the instances of each app id, skipping those that failed recently.
@@ -126,6 +127,7 @@ impl InvokeService {
         app: Option<Arc<AppChannel>>,
         endpoints: HttpEndpoints,
         resiliency: Arc<Resiliency>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -143,6 +145,7 @@ impl InvokeService {
             endpoints,
             resiliency,
             balancer: Balancer::default(),
+            metrics,
         }
     }
 
@@ -183,7 +186,7 @@ impl InvokeService {
                 .map_err(|e| invoke_error(target, e));
         }
         let policy = self.resiliency.app(app_id);
-        self.to_peer(target, app_id, namespace, Kind::Http, req, &policy)
+        self.observed_to_peer(target, app_id, namespace, Kind::Http, req, &policy)
             .await
     }
 
@@ -209,8 +212,37 @@ impl InvokeService {
         }
         // gRPC calls stream: no retries, the policy's timeout and breaker only.
         let policy = self.resiliency.app(app_id);
-        self.to_peer(target, app_id, namespace, Kind::Grpc, req, &policy)
+        self.observed_to_peer(target, app_id, namespace, Kind::Grpc, req, &policy)
             .await
+    }
+
+    /// [`InvokeService::to_peer`], counted in the invocation metrics.
+    async fn observed_to_peer(
+        &self,
+        target: &str,
+        app_id: &str,
+        namespace: &str,
+        kind: Kind,
+        req: Request<Body>,
+        policy: &Policy,
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(m) = &self.metrics else {
+            return self
+                .to_peer(target, app_id, namespace, kind, req, policy)
+                .await;
+        };
+        let method = req.uri().path().to_owned();
+        m.invoke_req_sent(app_id, &method);
+        let started = Instant::now();
+        let result = self
+            .to_peer(target, app_id, namespace, kind, req, policy)
+            .await;
+        let status = match &result {
+            Ok(res) => res.status().as_u16().to_string(),
+            Err(e) => e.http.as_u16().to_string(),
+        };
+        m.invoke_res_recv(app_id, &method, &status, started.elapsed());
+        result
     }
 
     async fn to_peer(
@@ -391,10 +423,25 @@ impl InvokeService {
         let mut req = req;
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);
-        match forward::to_app(app, kind, req, deadline).await {
+        let observed = self.metrics.as_ref().map(|m| {
+            let caller = req
+                .headers()
+                .get(&CALLER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let method = req.uri().path().to_owned();
+            m.invoke_req_recv(&caller, &method);
+            (m, caller, method, Instant::now())
+        });
+        let res = match forward::to_app(app, kind, req, deadline).await {
             Ok(res) => res,
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &invoke_error(&callee, e)),
+        };
+        if let Some((m, caller, method, started)) = observed {
+            m.invoke_res_sent(&caller, &method, res.status().as_str(), started.elapsed());
         }
+        res
     }
 }
 

@@ -52,6 +52,7 @@ pub struct PubSubService {
     declarative: Vec<SubscriptionResource>,
     active: Mutex<Vec<Active>>,
     retry: RetryPolicy,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 struct Broker {
@@ -182,6 +183,7 @@ struct Route {
     target: Target,
     health: Arc<Health>,
     retry: RetryPolicy,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Stops a streaming subscription when dropped.
@@ -364,7 +366,14 @@ impl PubSubService {
             declarative,
             active: Mutex::new(Vec::new()),
             retry: RetryPolicy::default(),
+            metrics: None,
         }
+    }
+
+    /// Records publishes and deliveries in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Replaces the delivery retry policy (before subscriptions start).
@@ -412,7 +421,8 @@ impl PubSubService {
                 Some(cloudevent::CLOUDEVENT_CONTENT_TYPE.to_owned()),
             )
         };
-        broker
+        let started = std::time::Instant::now();
+        let result = broker
             .pubsub
             .publish(PublishRequest {
                 topic: req.topic.clone(),
@@ -420,8 +430,11 @@ impl PubSubService {
                 content_type,
                 metadata: broker_metadata(req.metadata),
             })
-            .await
-            .map_err(|e| publish_failed(&req.pubsub, &req.topic, &e))
+            .await;
+        if let Some(m) = &self.metrics {
+            m.pubsub_egress(&req.pubsub, &req.topic, result.is_ok(), started.elapsed());
+        }
+        result.map_err(|e| publish_failed(&req.pubsub, &req.topic, &e))
     }
 
     /// Publishes several messages to one topic; returns the entries that failed (an error
@@ -620,6 +633,7 @@ impl PubSubService {
             target,
             health,
             retry: self.retry,
+            metrics: self.metrics.clone(),
         });
         let subscription = broker
             .pubsub
@@ -697,6 +711,7 @@ impl PubSubService {
             target: Target::Stream(tx),
             health,
             retry: self.retry,
+            metrics: self.metrics.clone(),
         });
         let subscription = broker
             .pubsub
@@ -885,7 +900,19 @@ async fn programmatic(app: &AppChannel) -> Vec<SubscriptionSpec> {
 fn handler(route: Arc<Route>) -> MessageHandler {
     Arc::new(move |msg: Message| -> HandlerFuture {
         let route = route.clone();
-        Box::pin(async move { route.handle(msg).await })
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = route.handle(msg).await;
+            if let Some(m) = &route.metrics {
+                let status = if result.is_ok() {
+                    crate::metrics::PUBSUB_SUCCESS
+                } else {
+                    crate::metrics::PUBSUB_RETRY
+                };
+                m.pubsub_ingress(&route.pubsub, &route.topic, status, started.elapsed());
+            }
+            result
+        })
     })
 }
 

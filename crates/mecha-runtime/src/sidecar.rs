@@ -45,6 +45,8 @@ pub struct Services {
     pub pubsub: Arc<PubSubService>,
     /// Service invocation.
     pub invoke: Arc<InvokeService>,
+    /// Prometheus metrics, unless disabled.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -161,12 +163,17 @@ impl Sidecar {
         let endpoints = HttpEndpoints::from_resources(&components.http_endpoints)
             .map_err(StartError::Invalid)?;
         let resolver = name_resolver(&config, &namespace, &name_resolution).await?;
+        let metrics = config
+            .enable_metrics
+            .then(|| Arc::new(crate::metrics::Metrics::new(&config.app_id)));
         let services = Arc::new(Services {
             app_id: config.app_id.clone(),
             state: StateService::new(
                 &config.app_id,
                 config.namespace.as_deref(),
                 &components.state,
+                &resiliency,
+                metrics.clone(),
             ),
             secrets: SecretsService::new(&components.secrets, secret_scopes),
             configuration: ConfigurationService::new(&components.configuration, app.clone()),
@@ -182,13 +189,18 @@ impl Sidecar {
                 resolver.clone(),
                 app.clone(),
                 endpoints,
-                resiliency,
+                resiliency.clone(),
+                metrics.clone(),
             )),
-            pubsub: Arc::new(PubSubService::new(
-                &config.app_id,
-                &components.pubsub,
-                components.subscriptions.clone(),
-            )),
+            pubsub: Arc::new(
+                PubSubService::new(
+                    &config.app_id,
+                    &components.pubsub,
+                    components.subscriptions.clone(),
+                )
+                .with_metrics(metrics.clone()),
+            ),
+            metrics: metrics.clone(),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
             shutdown: ShutdownHandle::new(),
@@ -243,6 +255,18 @@ impl Sidecar {
                 })
             });
             let serve = tonic::transport::Server::builder()
+                .layer(tower::util::option_layer(services.metrics.clone().map(
+                    |m| {
+                        tower::layer::util::Stack::new(
+                            crate::metrics::GrpcMetricsLayer::new(m),
+                            tower::util::MapResponseLayer::new(
+                                |res: http::Response<
+                                    crate::metrics::GrpcMetricsBody<tonic::body::Body>,
+                                >| res.map(tonic::body::Body::new),
+                            ),
+                        )
+                    },
+                )))
                 .add_routes(crate::api::grpc::routes(services.clone()))
                 .serve_with_incoming_shutdown(incoming, services.shutdown.clone().wait());
             servers.spawn(async move {
@@ -297,6 +321,18 @@ impl Sidecar {
             if let Err(e) = resolver.register(&me).await {
                 tracing::warn!(error = %e, "Could not register with name resolution; other apps cannot call this one");
             }
+        }
+        if let Some(m) = &services.metrics {
+            let addr = SocketAddr::new(internal_ip, config.metrics_port);
+            let listener = bind("metrics", addr).await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            tracing::info!(address = %local, "Metrics endpoint listening (/metrics)");
+            let (m, shutdown) = (m.clone(), services.shutdown.clone().wait());
+            servers.spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, m, shutdown).await {
+                    tracing::error!(error = %e, "Metrics server failed");
+                }
+            });
         }
         health.set_outbound_ready();
         services.bindings.start_inputs(app.clone(), health.clone());

@@ -24,10 +24,13 @@ pub const KEY_SEPARATOR: &str = "||";
 pub struct StateService {
     app_id: String,
     stores: HashMap<String, StoreEntry>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 struct StoreEntry {
     store: Arc<dyn StateStore>,
+    /// The outbound resiliency policy of the component.
+    policy: crate::resiliency::Policy,
     /// `appId||`, `name||`, a custom prefix or nothing, per the `keyPrefix` metadata.
     prefix: String,
 }
@@ -104,7 +107,13 @@ pub struct QueryItem {
 
 impl StateService {
     /// Builds the service over the loaded stores.
-    pub fn new(app_id: &str, namespace: Option<&str>, stores: &[LoadedStateStore]) -> Self {
+    pub fn new(
+        app_id: &str,
+        namespace: Option<&str>,
+        stores: &[LoadedStateStore],
+        resiliency: &crate::resiliency::Resiliency,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
         let stores = stores
             .iter()
             .map(|s| {
@@ -113,6 +122,11 @@ impl StateService {
                     s.info.name.clone(),
                     StoreEntry {
                         store: s.component.clone(),
+                        policy: resiliency.component(
+                            crate::resiliency::ComponentKind::Statestore,
+                            &s.info.name,
+                            crate::resiliency::Direction::Outbound,
+                        ),
                         prefix,
                     },
                 )
@@ -121,7 +135,63 @@ impl StateService {
         Self {
             app_id: app_id.to_owned(),
             stores,
+            metrics,
         }
+    }
+
+    /// Runs one store operation under the component's resiliency policy (only backend
+    /// failures are retried and count against its breaker) and records its metrics.
+    async fn guarded<T, F, Fut>(
+        &self,
+        entry: &StoreEntry,
+        store: &str,
+        op: &'static str,
+        mut call: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StateError>>,
+    {
+        use crate::resiliency::{Attempt, PolicyError};
+        let started = std::time::Instant::now();
+        let result = if entry.policy.is_noop() {
+            call().await
+        } else {
+            let run = entry
+                .policy
+                .run(|| {
+                    let attempt = call();
+                    async move {
+                        match attempt.await {
+                            Err(StateError::Backend(e)) => {
+                                Attempt::Retryable(StateError::Backend(e))
+                            }
+                            other => Attempt::Ok(other),
+                        }
+                    }
+                })
+                .await;
+            match run {
+                Ok(r) => r,
+                Err(PolicyError::Inner(e)) => Err(e),
+                Err(PolicyError::Timeout(d)) => Err(StateError::Backend(format!(
+                    "timeout after {d:?} (resiliency policy)"
+                ))),
+                Err(PolicyError::CircuitOpen) => {
+                    Err(StateError::Backend("circuit breaker is open".into()))
+                }
+            }
+        };
+        if let Some(m) = &self.metrics {
+            m.component_op(
+                store,
+                crate::metrics::KIND_STATE,
+                op,
+                !matches!(result, Err(StateError::Backend(_))),
+                started.elapsed(),
+            );
+        }
+        result
     }
 
     fn entry(&self, name: &str) -> Result<&StoreEntry, ApiError> {
@@ -181,11 +251,11 @@ impl StateService {
             metadata,
             consistency,
         };
-        entry
-            .store
-            .get(&req)
-            .await
-            .map_err(|e| store_error("ERR_STATE_GET", e))
+        self.guarded(entry, store, crate::metrics::OP_GET, || {
+            entry.store.get(&req)
+        })
+        .await
+        .map_err(|e| store_error("ERR_STATE_GET", e))
     }
 
     /// Reads several keys, in the order asked.
@@ -237,11 +307,11 @@ impl StateService {
             .map(|i| self.set_request(entry, store, i, "ERR_STATE_SAVE"))
             .collect::<Result<Vec<_>, _>>()?;
         for req in &reqs {
-            entry
-                .store
-                .set(req)
-                .await
-                .map_err(|e| store_error("ERR_STATE_SAVE", e))?;
+            self.guarded(entry, store, crate::metrics::OP_SET, || {
+                entry.store.set(req)
+            })
+            .await
+            .map_err(|e| store_error("ERR_STATE_SAVE", e))?;
         }
         Ok(())
     }
@@ -250,11 +320,11 @@ impl StateService {
     pub async fn delete(&self, store: &str, item: DeleteItem) -> Result<(), ApiError> {
         let entry = self.entry(store)?;
         let req = self.delete_request(entry, store, item)?;
-        entry
-            .store
-            .delete(&req)
-            .await
-            .map_err(|e| store_error("ERR_STATE_DELETE", e))
+        self.guarded(entry, store, crate::metrics::OP_DELETE, || {
+            entry.store.delete(&req)
+        })
+        .await
+        .map_err(|e| store_error("ERR_STATE_DELETE", e))
     }
 
     /// Deletes several keys.
@@ -300,7 +370,11 @@ impl StateService {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        entry.store.transact(&ops).await.map_err(|e| match e {
+        self.guarded(entry, store, crate::metrics::OP_TRANSACTION, || {
+            entry.store.transact(&ops)
+        })
+        .await
+        .map_err(|e| match e {
             StateError::NotSupported(_) => not_supported(
                 store,
                 "transactions",

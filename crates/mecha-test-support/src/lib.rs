@@ -97,6 +97,8 @@ pub struct MechaProcess {
     pub http_port: u16,
     /// The gRPC API port.
     pub grpc_port: u16,
+    /// The metrics port.
+    pub metrics_port: u16,
     /// The app id.
     pub app_id: String,
 }
@@ -203,6 +205,7 @@ impl MechaBuilder {
     pub fn spawn(self) -> MechaProcess {
         let http_port = free_port();
         let grpc_port = free_port();
+        let metrics_port = free_port();
         let log_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = log_dir.path().join("mecha.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
@@ -212,7 +215,7 @@ impl MechaBuilder {
             .args(["--app-id", &self.app_id])
             .args(["--dapr-http-port", &http_port.to_string()])
             .args(["--dapr-grpc-port", &grpc_port.to_string()])
-            .args(["--metrics-port", &free_port().to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .args(&self.args)
             .env_remove("DAPR_API_TOKEN")
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -228,6 +231,7 @@ impl MechaBuilder {
             _log_dir: log_dir,
             http_port,
             grpc_port,
+            metrics_port,
             app_id: self.app_id,
         }
     }

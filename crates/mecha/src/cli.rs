@@ -63,6 +63,10 @@ pub(crate) struct SidecarArgs {
     /// which is registered with name resolution.
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub(crate) dapr_internal_grpc_port: u16,
+    /// Record metrics and serve them at `/metrics` on --metrics-port (`--enable-metrics=false`
+    /// turns both off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub(crate) enable_metrics: bool,
     /// The port of the Prometheus metrics endpoint.
     #[arg(long, default_value_t = 9090, value_name = "PORT")]
     pub(crate) metrics_port: u16,

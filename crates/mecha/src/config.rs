@@ -41,8 +41,9 @@ pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Resu
     config.grpc_port = args.dapr_grpc_port;
     config.metrics_port = args.metrics_port;
     config.internal_port = args.dapr_internal_grpc_port;
-    config.name_resolution_path = non_empty_env(ENV_HOME)
-        .map(|h| PathBuf::from(h).join(".mecha").join("nameresolution.db"));
+    config.enable_metrics = args.enable_metrics;
+    config.name_resolution_path =
+        non_empty_env(ENV_HOME).map(|h| PathBuf::from(h).join(".mecha").join("nameresolution.db"));
     config.listen_addresses = listen_addresses(&args.dapr_listen_addresses)?;
     config.resources_paths = args.resources_path.clone();
     config.config_files = args.config.clone();

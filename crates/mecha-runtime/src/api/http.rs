@@ -34,7 +34,7 @@ pub const API_TOKEN_HEADER: &str = "dapr-api-token";
 /// Builds the HTTP API router over `services`.
 pub fn router(services: Arc<Services>) -> Router {
     let limit = services.max_request_body;
-    Router::new()
+    let router = Router::new()
         .route("/v1.0/healthz", get(health::healthz))
         .route("/v1.0/healthz/outbound", get(health::outbound))
         .route("/v1.0/metadata", get(metadata::get_metadata))
@@ -97,8 +97,15 @@ pub fn router(services: Arc<Services>) -> Router {
         // Outermost first: the token is checked before any body is read, and the body limit
         // applies to every handler that reads one.
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(services.clone(), api_token))
-        .with_state(services)
+        .layer(middleware::from_fn_with_state(services.clone(), api_token));
+    let router = match services.metrics.clone() {
+        Some(m) => router.layer(middleware::from_fn_with_state(
+            m,
+            crate::metrics::http_layer,
+        )),
+        None => router,
+    };
+    router.with_state(services)
 }
 
 /// Checks `dapr-api-token` when `DAPR_API_TOKEN` is set; the health probes are exempt.

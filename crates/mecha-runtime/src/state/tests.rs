@@ -1,3 +1,4 @@
+use crate::resiliency::Resiliency;
 use std::collections::HashMap;
 
 use mecha_components::state::in_memory::InMemoryStateStore;
@@ -57,7 +58,7 @@ async fn key_prefix_strategies() {
         loaded("d", Some("team")).await,
         loaded("e", Some("namespace")).await,
     ];
-    let svc = StateService::new("app", Some("prod"), &stores);
+    let svc = StateService::new("app", Some("prod"), &stores, &Resiliency::none(), None);
     for name in ["a", "b", "c", "d", "e"] {
         svc.save(name, vec![save("k", "1")]).await.unwrap();
     }
@@ -79,7 +80,7 @@ async fn key_prefix_strategies() {
 
 #[tokio::test]
 async fn lookup_errors_carry_codes_and_reasons() {
-    let none = StateService::new("app", None, &[]);
+    let none = StateService::new("app", None, &[], &Resiliency::none(), None);
     let e = none
         .get("x", "k", Default::default(), Default::default())
         .await
@@ -91,7 +92,13 @@ async fn lookup_errors_carry_codes_and_reasons() {
             StatusCode::INTERNAL_SERVER_ERROR
         )
     );
-    let svc = StateService::new("app", None, &[loaded("s", None).await]);
+    let svc = StateService::new(
+        "app",
+        None,
+        &[loaded("s", None).await],
+        &Resiliency::none(),
+        None,
+    );
     let e = svc
         .get("x", "k", Default::default(), Default::default())
         .await
@@ -113,7 +120,13 @@ async fn lookup_errors_carry_codes_and_reasons() {
 
 #[tokio::test]
 async fn last_write_ignores_the_etag_and_first_write_needs_absence() {
-    let svc = StateService::new("app", None, &[loaded("s", None).await]);
+    let svc = StateService::new(
+        "app",
+        None,
+        &[loaded("s", None).await],
+        &Resiliency::none(),
+        None,
+    );
     svc.save("s", vec![save("k", "1")]).await.unwrap();
     let mut stale = save("k", "2");
     stale.etag = Some("12345".into());
@@ -149,7 +162,13 @@ async fn transactions_need_the_capability_and_known_operations() {
         (e.code, e.http),
         ("ERR_NOT_SUPPORTED_STATE_OPERATION", StatusCode::BAD_REQUEST)
     );
-    let svc = StateService::new("app", None, &[loaded("s", None).await]);
+    let svc = StateService::new(
+        "app",
+        None,
+        &[loaded("s", None).await],
+        &Resiliency::none(),
+        None,
+    );
     let ops = vec![
         TxOperation::from_wire("upsert", save("a", "1")).unwrap(),
         TxOperation::from_wire("delete", save("a", "")).unwrap(),

@@ -291,6 +291,35 @@ async fn http_invocation_passes_method_path_headers_status_and_body() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["errorCode"], "ERR_DIRECT_INVOKE");
+
+    // Both sidecars count what they did, with Dapr's metric names.
+    let metrics = |p: &MechaProcess| {
+        let url = format!("http://127.0.0.1:{}/metrics", p.metrics_port);
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let caller = metrics(&a).await;
+    let sent = caller
+        .lines()
+        .find(|l| {
+            l.starts_with("dapr_runtime_service_invocation_req_sent_total")
+                && l.contains("dest_app_id=\"inv-b\"")
+                && l.contains("/orders/42/items")
+        })
+        .unwrap_or_else(|| panic!("no req_sent line in:\n{caller}"));
+    assert!(sent.ends_with(" 1"), "{sent}");
+    assert!(
+        caller.contains("dapr_http_server_request_count"),
+        "{caller}"
+    );
+    let callee = metrics(&b).await;
+    assert!(
+        callee.lines().any(
+            |l| l.starts_with("dapr_runtime_service_invocation_req_recv_total")
+                && l.contains("src_app_id=\"inv-a\"")
+        ),
+        "{callee}"
+    );
     drop(b);
 }
 
