@@ -154,10 +154,12 @@ pub enum ResourceError {
         error: String,
     },
     /// A document lacks a field or has a field of the wrong shape.
-    #[error("{} in {}: {reason}", Named(name.as_deref()), file.display())]
+    #[error("{} in {}: {reason}", Named(kind, name.as_deref()), file.display())]
     Invalid {
         /// The file.
         file: PathBuf,
+        /// The resource's kind, in lower case (`component`, `subscription`…).
+        kind: String,
         /// The resource's name, when known.
         name: Option<String>,
         /// What is wrong.
@@ -165,12 +167,12 @@ pub enum ResourceError {
     },
 }
 
-struct Named<'a>(Option<&'a str>);
+struct Named<'a>(&'a str, Option<&'a str>);
 
 impl fmt::Display for Named<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "component '{n}'"),
+        match self.1 {
+            Some(n) => write!(f, "{} '{n}'", self.0),
             None => f.write_str("resource"),
         }
     }
@@ -202,8 +204,13 @@ impl Resource {
     }
 
     fn from_document(doc: Value, source: &Path) -> Result<Resource, ResourceError> {
+        let kind_label = match doc.get("kind").and_then(Value::as_str) {
+            Some(k) if !k.is_empty() && k != "Component" => k.to_ascii_lowercase(),
+            _ => "component".to_owned(),
+        };
         let invalid = |name: Option<&str>, reason: String| ResourceError::Invalid {
             file: source.to_owned(),
+            kind: kind_label.clone(),
             name: name.map(str::to_owned),
             reason,
         };
@@ -240,7 +247,10 @@ impl Resource {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(s)) => s.iter().map(scalar_to_string).collect(),
                 Some(_) => {
-                    return Err(invalid(Some(name), "scopes must be a list of app ids".into()));
+                    return Err(invalid(
+                        Some(name),
+                        "scopes must be a list of app ids".into(),
+                    ));
                 }
             };
             let raw = RawResource {
@@ -354,6 +364,7 @@ impl ConfigurationResource {
     pub fn secret_scopes(&self) -> Result<Vec<SecretScope>, ResourceError> {
         let invalid = |reason: String| ResourceError::Invalid {
             file: self.source.clone(),
+            kind: "configuration".to_owned(),
             name: Some(self.name.clone()),
             reason,
         };

@@ -101,7 +101,7 @@ async fn ignore_errors_scopes_and_unknown_kinds() {
         .with("ok.yaml", &in_memory_store("statestore"))
         .with("broken.yaml", broken)
         .with("scoped.yaml", &scoped)
-        .with("sub.yaml", "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: orders}\nspec: {pubsubname: p, topic: t}\n")
+        .with("sub.yaml", "apiVersion: dapr.io/v2alpha1\nkind: Pipeline\nmetadata: {name: orders}\nspec: {pubsubname: p, topic: t}\n")
         .with("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
     let p = MechaProcess::builder(MECHA)
         .resources(res.path())
@@ -123,7 +123,7 @@ async fn ignore_errors_scopes_and_unknown_kinds() {
     let log = p.log();
     assert!(log.contains("ignoreErrors"), "{log}");
     assert!(log.contains("scoped to other apps"), "{log}");
-    assert!(log.contains("Subscription"), "{log}");
+    assert!(log.contains("Pipeline"), "{log}");
 }
 
 #[tokio::test]
@@ -190,4 +190,61 @@ async fn components_path_alias_and_config_flag_are_accepted() {
         .start()
         .await;
     assert!(p.log().contains("Configuration loaded"));
+}
+
+#[tokio::test]
+async fn an_invalid_subscription_names_its_kind_file_and_field() {
+    let res = ResourcesDir::new().with(
+        "sub.yaml",
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: orders}\nspec: {pubsubname: p, topic: t}\n",
+    );
+    let out = std::process::Command::new(MECHA)
+        .args([
+            "sidecar",
+            "--app-id",
+            "x",
+            "--dapr-http-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--resources-path")
+        .arg(res.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subscription 'orders'"), "{err}");
+    assert!(err.contains("sub.yaml"), "{err}");
+    assert!(
+        err.contains("spec.route or spec.routes is required"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let res = ResourcesDir::new().with("ok.yaml", &in_memory_store("statestore"));
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .args(["--enable-metrics=false"])
+        .start()
+        .await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", p.metrics_port)).is_err(),
+        "the metrics port is open with --enable-metrics=false"
+    );
+    let on = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .start()
+        .await;
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", on.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("# EOF") || text.contains("# TYPE"), "{text}");
 }

@@ -190,11 +190,11 @@ async fn token_unimplemented_and_size_limits() {
         .insert("dapr-api-token", "s3cret".parse().unwrap());
     c.get_state(req).await.unwrap();
 
-    let mut req = tonic::Request::new(rt::PublishEventRequest::default());
+    let mut req = tonic::Request::new(rt::ScheduleJobRequest::default());
     req.metadata_mut()
         .insert("dapr-api-token", "s3cret".parse().unwrap());
     assert_eq!(
-        c.publish_event(req).await.unwrap_err().code(),
+        c.schedule_job_alpha1(req).await.unwrap_err().code(),
         Code::Unimplemented
     );
 
