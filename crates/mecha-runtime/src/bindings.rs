@@ -24,7 +24,7 @@ const APP_READY_POLL: Duration = Duration::from_millis(50);
 
 /// The bindings service.
 pub struct BindingsService {
-    outputs: HashMap<String, Arc<dyn OutputBinding>>,
+    outputs: HashMap<String, (Arc<dyn OutputBinding>, crate::resiliency::Policy)>,
     inputs: Vec<InputEntry>,
 }
 
@@ -38,14 +38,22 @@ struct InputEntry {
 
 impl BindingsService {
     /// Builds the service, keeping the sides each component's `direction` allows.
-    pub fn new(bindings: &[Loaded<BindingComponent>]) -> Self {
+    pub fn new(
+        bindings: &[Loaded<BindingComponent>],
+        resiliency: &crate::resiliency::Resiliency,
+    ) -> Self {
         let mut outputs = HashMap::new();
         let mut inputs = Vec::new();
         for b in bindings {
             let direction = b.metadata.get(DIRECTION).unwrap_or("").to_ascii_lowercase();
             let allows = |side: &str| direction.trim().is_empty() || direction.contains(side);
             if let Some(output) = b.component.output.clone().filter(|_| allows("output")) {
-                outputs.insert(b.info.name.clone(), output);
+                let policy = resiliency.component(
+                    crate::resiliency::ComponentKind::Binding,
+                    &b.info.name,
+                    crate::resiliency::Direction::Outbound,
+                );
+                outputs.insert(b.info.name.clone(), (output, policy));
             }
             if let Some(input) = b.component.input.clone().filter(|_| allows("input")) {
                 let route = match b
@@ -70,7 +78,7 @@ impl BindingsService {
 
     /// Invokes an output binding.
     pub async fn invoke(&self, name: &str, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
-        let binding = self.outputs.get(name).ok_or_else(|| {
+        let (binding, policy) = self.outputs.get(name).ok_or_else(|| {
             ApiError::new(
                 "ERR_INVOKE_OUTPUT_BINDING",
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,7 +86,14 @@ impl BindingsService {
                 format!("error invoking output binding {name}: binding {name} not found"),
             )
         })?;
-        binding.invoke(req).await.map_err(|e| {
+        crate::resiliency::component_call(
+            policy,
+            |e| matches!(e, BindingError::Backend(_)),
+            BindingError::Backend,
+            || binding.invoke(req.clone()),
+        )
+        .await
+        .map_err(|e| {
             let (http, grpc) = match &e {
                 BindingError::UnsupportedOperation { .. } => {
                     (StatusCode::BAD_REQUEST, Code::InvalidArgument)
@@ -140,7 +155,12 @@ impl BindingsService {
                     tracing::info!(binding = %input.name, "The app does not subscribe to this input binding");
                     continue;
                 }
-                let handler = deliver_to(app.clone(), input.name.clone(), input.route.clone());
+                let handler = deliver_to(
+                    app.clone(),
+                    health.clone(),
+                    input.name.clone(),
+                    input.route.clone(),
+                );
                 match input.binding.read(handler).await {
                     Ok(()) => {
                         tracing::info!(binding = %input.name, route = %input.route, "Reading input binding")
@@ -165,7 +185,7 @@ impl BindingsService {
 
     /// Closes the output bindings.
     pub async fn close(&self) {
-        for output in self.outputs.values() {
+        for (output, _) in self.outputs.values() {
             output.close().await;
         }
     }
@@ -183,10 +203,19 @@ async fn http_app_wants(app: &AppChannel, route: &str) -> bool {
 }
 
 /// The handler that delivers one event to the app.
-fn deliver_to(app: Arc<AppChannel>, name: String, route: String) -> EventHandler {
+fn deliver_to(
+    app: Arc<AppChannel>,
+    health: Arc<Health>,
+    name: String,
+    route: String,
+) -> EventHandler {
     Arc::new(move |event: BindingEvent| {
-        let (app, name, route) = (app.clone(), name.clone(), route.clone());
+        let (app, health, name, route) = (app.clone(), health.clone(), name.clone(), route.clone());
         Box::pin(async move {
+            // Nothing is delivered while the app's health check fails.
+            while !health.app_healthy() {
+                tokio::time::sleep(APP_READY_POLL).await;
+            }
             let permit = app.permit().await;
             let result = if let Some(mut grpc) = app.grpc() {
                 let req = rt::BindingEventRequest {

@@ -27,6 +27,10 @@ pub struct AppConnection {
     pub protocol: &'static str,
     /// The app host.
     pub channel_address: String,
+    /// `--app-max-concurrency` (0: unlimited).
+    pub max_concurrency: usize,
+    /// The app health check, when enabled: (path, interval, timeout, threshold).
+    pub health: Option<crate::config::AppHealthCheck>,
 }
 
 /// A snapshot of the sidecar's metadata.
@@ -59,6 +63,8 @@ impl MetadataService {
                 port,
                 protocol: config.app_protocol.as_str(),
                 channel_address: config.app_channel_address.clone(),
+                max_concurrency: config.app_max_concurrency.unwrap_or(0),
+                health: config.app_health_check.clone(),
             }),
             extended: RwLock::new(extended),
         }

@@ -57,6 +57,8 @@ pub struct PubSubService {
 
 struct Broker {
     pubsub: Arc<dyn PubSub>,
+    /// The component's outbound resiliency policy (publishing).
+    policy: crate::resiliency::Policy,
     scopes: TopicScopes,
     /// Component-level `concurrency`: handler calls in flight per subscription.
     concurrency: Option<usize>,
@@ -353,6 +355,7 @@ impl PubSubService {
                         b.info.name.clone(),
                         Broker {
                             pubsub: b.component.clone(),
+                            policy: crate::resiliency::Policy::default(),
                             scopes: TopicScopes::from_metadata(&b.metadata),
                             concurrency: b
                                 .metadata
@@ -368,6 +371,18 @@ impl PubSubService {
             retry: RetryPolicy::default(),
             metrics: None,
         }
+    }
+
+    /// Publishes through each component's outbound policy of `resiliency`.
+    pub fn with_resiliency(mut self, resiliency: &crate::resiliency::Resiliency) -> Self {
+        for (name, b) in &mut self.brokers {
+            b.policy = resiliency.component(
+                crate::resiliency::ComponentKind::Pubsub,
+                name,
+                crate::resiliency::Direction::Outbound,
+            );
+        }
+        self
     }
 
     /// Records publishes and deliveries in `metrics`.
@@ -422,15 +437,19 @@ impl PubSubService {
             )
         };
         let started = std::time::Instant::now();
-        let result = broker
-            .pubsub
-            .publish(PublishRequest {
-                topic: req.topic.clone(),
-                data,
-                content_type,
-                metadata: broker_metadata(req.metadata),
-            })
-            .await;
+        let message = PublishRequest {
+            topic: req.topic.clone(),
+            data,
+            content_type,
+            metadata: broker_metadata(req.metadata),
+        };
+        let result = crate::resiliency::component_call(
+            &broker.policy,
+            |e| matches!(e, PubSubError::Backend(_)),
+            PubSubError::Backend,
+            || broker.pubsub.publish(message.clone()),
+        )
+        .await;
         if let Some(m) = &self.metrics {
             m.pubsub_egress(&req.pubsub, &req.topic, result.is_ok(), started.elapsed());
         }

@@ -509,3 +509,43 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs one component call under `policy`: errors for which `is_failure` holds are retried
+/// and count against the breaker; other errors are returned as they are and count as
+/// successes (a missing key or an ETag mismatch is not an outage). A timeout or an open
+/// breaker becomes an error through `outage`. The state, pub/sub and bindings services share
+/// this path.
+pub async fn component_call<T, E, F, Fut>(
+    policy: &Policy,
+    is_failure: impl Fn(&E) -> bool,
+    outage: impl FnOnce(String) -> E,
+    mut call: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if policy.is_noop() {
+        return call().await;
+    }
+    let run = policy
+        .run(|| {
+            let attempt = call();
+            let is_failure = &is_failure;
+            async move {
+                match attempt.await {
+                    Err(e) if is_failure(&e) => Attempt::Retryable(e),
+                    other => Attempt::Ok(other),
+                }
+            }
+        })
+        .await;
+    match run {
+        Ok(result) => result,
+        Err(PolicyError::Inner(e)) => Err(e),
+        Err(PolicyError::Timeout(d)) => {
+            Err(outage(format!("timeout after {d:?} (resiliency policy)")))
+        }
+        Err(PolicyError::CircuitOpen) => Err(outage("circuit breaker is open".into())),
+    }
+}

@@ -182,7 +182,7 @@ impl Sidecar {
                 config.namespace.as_deref(),
                 &components.locks,
             ),
-            bindings: Arc::new(BindingsService::new(&components.bindings)),
+            bindings: Arc::new(BindingsService::new(&components.bindings, &resiliency)),
             invoke: Arc::new(InvokeService::new(
                 &config.app_id,
                 &namespace,
@@ -198,6 +198,7 @@ impl Sidecar {
                     &components.pubsub,
                     components.subscriptions.clone(),
                 )
+                .with_resiliency(&resiliency)
                 .with_metrics(metrics.clone()),
             ),
             metrics: metrics.clone(),

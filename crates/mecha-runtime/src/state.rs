@@ -152,36 +152,14 @@ impl StateService {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StateError>>,
     {
-        use crate::resiliency::{Attempt, PolicyError};
         let started = std::time::Instant::now();
-        let result = if entry.policy.is_noop() {
-            call().await
-        } else {
-            let run = entry
-                .policy
-                .run(|| {
-                    let attempt = call();
-                    async move {
-                        match attempt.await {
-                            Err(StateError::Backend(e)) => {
-                                Attempt::Retryable(StateError::Backend(e))
-                            }
-                            other => Attempt::Ok(other),
-                        }
-                    }
-                })
-                .await;
-            match run {
-                Ok(r) => r,
-                Err(PolicyError::Inner(e)) => Err(e),
-                Err(PolicyError::Timeout(d)) => Err(StateError::Backend(format!(
-                    "timeout after {d:?} (resiliency policy)"
-                ))),
-                Err(PolicyError::CircuitOpen) => {
-                    Err(StateError::Backend("circuit breaker is open".into()))
-                }
-            }
-        };
+        let result = crate::resiliency::component_call(
+            &entry.policy,
+            |e| matches!(e, StateError::Backend(_)),
+            StateError::Backend,
+            &mut call,
+        )
+        .await;
         if let Some(m) = &self.metrics {
             m.component_op(
                 store,

@@ -485,8 +485,10 @@ async fn deliveries_pause_while_the_app_is_unhealthy_and_respect_max_concurrency
         .route(
             "/dapr/subscribe",
             get(|| async {
-                axum::Json(json!([{"pubsubname": "ps", "topic": "work", "route": "/work",
-                                   "metadata": {"concurrency": "8"}}]))
+                axum::Json(
+                    json!([{"pubsubname": "ps", "topic": "work", "route": "/work",
+                                   "metadata": {"concurrency": "8"}}]),
+                )
             }),
         )
         .route(
@@ -533,8 +535,14 @@ async fn deliveries_pause_while_the_app_is_unhealthy_and_respect_max_concurrency
         "not all delivered"
     );
     let peak = probe.peak.load(Ordering::SeqCst);
-    assert!(peak <= 2, "--app-max-concurrency 2 exceeded: {peak} in flight");
-    assert_eq!(peak, 2, "deliveries did not run in parallel up to the limit");
+    assert!(
+        peak <= 2,
+        "--app-max-concurrency 2 exceeded: {peak} in flight"
+    );
+    assert_eq!(
+        peak, 2,
+        "deliveries did not run in parallel up to the limit"
+    );
 
     // Unhealthy: nothing is delivered; healthy again: the backlog arrives.
     probe.healthy.store(false, Ordering::SeqCst);
@@ -544,8 +552,30 @@ async fn deliveries_pause_while_the_app_is_unhealthy_and_respect_max_concurrency
         "the sidecar did not notice the unhealthy app:\n{}",
         p.log()
     );
+    let md: Value = c
+        .get(format!("{}/v1.0/metadata", p.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(md["extended"]["appHealth"], "unhealthy", "{md}");
+    assert_eq!(
+        md["appConnectionProperties"]["health"]["healthCheckPath"],
+        "/healthz"
+    );
+    assert_eq!(md["appConnectionProperties"]["maxConcurrency"], 2);
     for i in 0..5 {
-        publish(&c, &p, "work", format!("late-{i}").as_bytes(), "text/plain", "").await;
+        publish(
+            &c,
+            &p,
+            "work",
+            format!("late-{i}").as_bytes(),
+            "text/plain",
+            "",
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

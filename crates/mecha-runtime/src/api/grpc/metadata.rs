@@ -12,7 +12,15 @@ pub(super) async fn get_metadata(
     s: &Arc<Services>,
     _req: Request<rt::GetMetadataRequest>,
 ) -> Result<Response<rt::GetMetadataResponse>, Status> {
-    let m = s.metadata.snapshot();
+    let mut m = s.metadata.snapshot();
+    if m.app.as_ref().is_some_and(|a| a.health.is_some()) {
+        let status = if s.health.app_healthy() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        m.extended.insert("appHealth".to_owned(), status.to_owned());
+    }
     Ok(Response::new(rt::GetMetadataResponse {
         id: m.id,
         runtime_version: m.runtime_version.to_owned(),
@@ -31,8 +39,13 @@ pub(super) async fn get_metadata(
             port: i32::from(a.port),
             protocol: a.protocol.to_owned(),
             channel_address: a.channel_address,
-            max_concurrency: 0,
-            health: None,
+            max_concurrency: i32::try_from(a.max_concurrency).unwrap_or(i32::MAX),
+            health: a.health.map(|h| rt::AppConnectionHealthProperties {
+                health_check_path: h.path,
+                health_probe_interval: format!("{}s", h.interval.as_secs_f64()),
+                health_probe_timeout: format!("{}ms", h.timeout.as_millis()),
+                health_threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
+            }),
         }),
         actor_runtime: Some(rt::ActorRuntime::default()),
         subscriptions: s

@@ -64,6 +64,23 @@ struct AppOut<'a> {
     port: u16,
     protocol: &'a str,
     channel_address: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    max_concurrency: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthOut {
+    health_check_path: String,
+    health_probe_interval: String,
+    health_probe_timeout: String,
+    health_threshold: u32,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -76,7 +93,15 @@ struct ActorRuntimeOut {
 
 /// `GET /v1.0/metadata`.
 pub(super) async fn get_metadata(State(s): State<Arc<Services>>) -> Response {
-    let m = s.metadata.snapshot();
+    let mut m = s.metadata.snapshot();
+    if m.app.as_ref().is_some_and(|a| a.health.is_some()) {
+        let status = if s.health.app_healthy() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        m.extended.insert("appHealth".to_owned(), status.to_owned());
+    }
     json_response(&MetadataOut {
         id: &m.id,
         runtime_version: m.runtime_version,
@@ -115,6 +140,13 @@ pub(super) async fn get_metadata(State(s): State<Arc<Services>>) -> Response {
             port: a.port,
             protocol: a.protocol,
             channel_address: &a.channel_address,
+            max_concurrency: a.max_concurrency,
+            health: a.health.as_ref().map(|h| HealthOut {
+                health_check_path: h.path.clone(),
+                health_probe_interval: format!("{}s", h.interval.as_secs_f64()),
+                health_probe_timeout: format!("{}ms", h.timeout.as_millis()),
+                health_threshold: h.threshold,
+            }),
         }),
         actor_runtime: ActorRuntimeOut {
             runtime_status: "DISABLED",
