@@ -206,3 +206,62 @@ async fn lock_redis_over_http() {
         json!({"status": 1})
     );
 }
+
+/// A component resiliency policy on the state store: while Redis is down, failures trip the
+/// breaker and later calls fail at once with "circuit breaker is open"; once Redis is back and
+/// the breaker's timeout passed, calls succeed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn component_circuit_breaker_opens_during_an_outage_and_closes_after() {
+    let mut redis = PrivateRedis::start().await;
+    let res = ResourcesDir::new()
+        .with(
+            "store.yaml",
+            &component("statestore", "state.redis", &[("redisHost", &redis.address())]),
+        )
+        .with(
+            "resiliency.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: store\nspec:\n  policies:\n    timeouts:\n      quick: 1s\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 2s\n        trip: consecutiveFailures > 1\n  targets:\n    components:\n      statestore:\n        outbound:\n          timeout: quick\n          circuitBreaker: cb\n",
+        );
+    let p = MechaProcess::builder(MECHA)
+        .resources(res.path())
+        .start()
+        .await;
+    let c = Client::new();
+    let save = || {
+        let c = c.clone();
+        let url = format!("{}/v1.0/state/statestore", p.http_url());
+        async move {
+            c.post(url)
+                .json(&json!([{"key": "k", "value": 1}]))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(save().await.status(), StatusCode::NO_CONTENT);
+    redis.kill();
+    let mut messages = Vec::new();
+    for _ in 0..4 {
+        let r = save().await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let v: Value = r.json().await.unwrap();
+        messages.push(v["message"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        messages.last().unwrap().contains("circuit breaker is open"),
+        "the breaker did not open: {messages:?}"
+    );
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if save().await.status() == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never closed\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
