@@ -98,6 +98,25 @@ pub(crate) async fn echo_app(name: &str) -> (u16, Echo) {
             *n += 1;
             *n
         };
+        if path == "/sse" {
+            let events = futures::stream::unfold(0u32, |i| async move {
+                if i == 3 {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                Some((
+                    Ok::<_, std::convert::Infallible>(format!("data: event-{i}\n\n")),
+                    i + 1,
+                ))
+            });
+            return (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(events),
+            )
+                .into_response();
+        }
         match path.as_str() {
             "/flaky" if n <= 2 => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
             "/slow" => tokio::time::sleep(Duration::from_secs(2)).await,
@@ -272,6 +291,37 @@ async fn http_invocation_passes_method_path_headers_status_and_body() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["body"].as_str().map(str::len), Some(big.len()));
+
+    // The namespace form of the id.
+    let r = c
+        .get(format!(
+            "{}/v1.0/invoke/inv-b.default/method/ns",
+            a.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Server-sent events are flushed as they come, not buffered to the end.
+    let started = Instant::now();
+    let mut r = c
+        .get(format!("{}/v1.0/invoke/inv-b/method/sse", a.http_url()))
+        .send()
+        .await
+        .unwrap();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event-0"));
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "the first event waited for the whole stream: {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("event-2"));
 
     // Errors: unknown app id, no app id.
     let r = c
@@ -468,4 +518,47 @@ async fn resiliency_retries_times_out_and_breaks_the_circuit() {
         call("/again").await.status() == StatusCode::OK,
         "the breaker did not close after the callee came back"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_endpoints_and_url_ids_reach_external_services() {
+    let (port, _echo) = echo_app("external").await;
+    let mesh = Mesh::new();
+    mesh.resources.write(
+        "endpoint.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: ext\nspec:\n  baseUrl: http://127.0.0.1:{port}\n  headers:\n  - name: x-api-key\n    value: k1\n"
+        ),
+    );
+    let a = mesh.sidecar("ext-caller", None, &[]).await;
+    let c = Client::new();
+    let v: Value = c
+        .post(format!(
+            "{}/v1.0/invoke/ext/method/things/1?a=b",
+            a.http_url()
+        ))
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["path"], "/things/1");
+    assert_eq!(v["query"], "a=b");
+    assert_eq!(v["body"], "payload");
+    assert_eq!(v["headers"]["x-api-key"], "k1");
+    let url_id = format!("http%3A%2F%2F127.0.0.1%3A{port}");
+    let v: Value = c
+        .get(format!(
+            "{}/v1.0/invoke/{url_id}/method/by-url",
+            a.http_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["path"], "/by-url");
 }
