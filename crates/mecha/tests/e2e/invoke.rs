@@ -562,3 +562,56 @@ async fn http_endpoints_and_url_ids_reach_external_services() {
         .unwrap();
     assert_eq!(v["path"], "/by-url");
 }
+
+/// The `static` resolver: the caller finds the callee at the address listed in its
+/// Configuration (the callee's fixed `--dapr-internal-grpc-port`).
+#[tokio::test(flavor = "multi_thread")]
+async fn static_name_resolution_with_a_fixed_internal_port() {
+    let (port, _echo) = echo_app("static-b").await;
+    let internal = mecha_test_support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("static.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: static\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        static-b: [\"127.0.0.1:{internal}\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let res = ResourcesDir::new();
+    let _b = MechaProcess::builder(MECHA)
+        .app_id("static-b")
+        .resources(res.path())
+        .args([
+            "--config",
+            &config,
+            "--app-port",
+            &port.to_string(),
+            "--dapr-internal-grpc-port",
+            &internal.to_string(),
+        ])
+        .start()
+        .await;
+    let a = MechaProcess::builder(MECHA)
+        .app_id("static-a")
+        .resources(res.path())
+        .args(["--config", &config])
+        .start()
+        .await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "static-b").await;
+    let v: Value = c
+        .get(format!(
+            "{}/v1.0/invoke/static-b/method/listed",
+            a.http_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["replica"], "static-b");
+    assert_eq!(v["headers"]["dapr-caller-app-id"], "static-a");
+}
