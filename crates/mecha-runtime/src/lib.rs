@@ -24,6 +24,7 @@ pub mod resiliency;
 pub mod secrets;
 pub mod sidecar;
 pub mod state;
+pub mod trace;
 
 pub use config::{AppHealthCheck, AppProtocol, RuntimeConfig};
 pub use error::ApiError;

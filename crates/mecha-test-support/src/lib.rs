@@ -3,6 +3,8 @@
 //!
 //! Nothing here mocks a server: tests talk to the real binary and the real backing servers.
 
+pub mod otlp;
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpListener;
