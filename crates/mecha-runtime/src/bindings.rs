@@ -26,6 +26,7 @@ const APP_READY_POLL: Duration = Duration::from_millis(50);
 pub struct BindingsService {
     outputs: HashMap<String, (Arc<dyn OutputBinding>, crate::resiliency::Policy)>,
     inputs: Vec<InputEntry>,
+    tracer: crate::trace::Tracer,
 }
 
 struct InputEntry {
@@ -73,11 +74,36 @@ impl BindingsService {
                 });
             }
         }
-        Self { outputs, inputs }
+        Self {
+            outputs,
+            inputs,
+            tracer: crate::trace::Tracer::disabled(),
+        }
+    }
+
+    /// Traces output invocations (client spans; `traceparent` in the request metadata) and
+    /// input deliveries (consumer spans; `traceparent` sent to the app).
+    pub fn with_tracer(mut self, tracer: crate::trace::Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Invokes an output binding.
-    pub async fn invoke(&self, name: &str, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        mut req: InvokeRequest,
+        parent: Option<crate::trace::SpanContext>,
+    ) -> Result<InvokeResponse, ApiError> {
+        let span = self.tracer.start(
+            parent,
+            &format!("bindings/{name}/{}", req.operation),
+            crate::trace::SpanKind::Client,
+        );
+        if let Some(ctx) = span.context() {
+            req.metadata
+                .insert(crate::trace::TRACEPARENT.to_owned(), ctx.traceparent());
+        }
         let (binding, policy) = self.outputs.get(name).ok_or_else(|| {
             ApiError::new(
                 "ERR_INVOKE_OUTPUT_BINDING",
@@ -158,6 +184,7 @@ impl BindingsService {
                 let handler = deliver_to(
                     app.clone(),
                     health.clone(),
+                    service.tracer.clone(),
                     input.name.clone(),
                     input.route.clone(),
                 );
@@ -206,12 +233,29 @@ async fn http_app_wants(app: &AppChannel, route: &str) -> bool {
 fn deliver_to(
     app: Arc<AppChannel>,
     health: Arc<Health>,
+    tracer: crate::trace::Tracer,
     name: String,
     route: String,
 ) -> EventHandler {
-    Arc::new(move |event: BindingEvent| {
-        let (app, health, name, route) = (app.clone(), health.clone(), name.clone(), route.clone());
+    Arc::new(move |mut event: BindingEvent| {
+        let (app, health, tracer, name, route) = (
+            app.clone(),
+            health.clone(),
+            tracer.clone(),
+            name.clone(),
+            route.clone(),
+        );
         Box::pin(async move {
+            let span = tracer.start(
+                None,
+                &format!("bindings/{name}"),
+                crate::trace::SpanKind::Consumer,
+            );
+            if let Some(ctx) = span.context() {
+                event
+                    .metadata
+                    .insert(crate::trace::TRACEPARENT.to_owned(), ctx.traceparent());
+            }
             // Nothing is delivered while the app's health check fails.
             while !health.app_healthy() {
                 tokio::time::sleep(APP_READY_POLL).await;

@@ -75,6 +75,7 @@ pub struct InvokeService {
     resiliency: Arc<Resiliency>,
     balancer: Balancer,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    tracer: crate::trace::Tracer,
 }
 
 /// Round robin over the instances of each app id, skipping those that failed recently.
@@ -128,6 +129,7 @@ impl InvokeService {
         endpoints: HttpEndpoints,
         resiliency: Arc<Resiliency>,
         metrics: Option<Arc<crate::metrics::Metrics>>,
+        tracer: crate::trace::Tracer,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -146,6 +148,7 @@ impl InvokeService {
             resiliency,
             balancer: Balancer::default(),
             metrics,
+            tracer,
         }
     }
 
@@ -218,6 +221,43 @@ impl InvokeService {
 
     /// [`InvokeService::to_peer`], counted in the invocation metrics.
     async fn observed_to_peer(
+        &self,
+        target: &str,
+        app_id: &str,
+        namespace: &str,
+        kind: Kind,
+        mut req: Request<Body>,
+        policy: &Policy,
+    ) -> Result<Response<Body>, ApiError> {
+        let mut span = self.tracer.start(
+            req.extensions()
+                .get::<crate::trace::SpanContext>()
+                .cloned()
+                .or_else(|| crate::trace::SpanContext::from_headers(req.headers())),
+            &format!("CallLocal/{app_id}{}", req.uri().path()),
+            crate::trace::SpanKind::Client,
+        );
+        if let Some(ctx) = span.context() {
+            ctx.inject_w3c(req.headers_mut());
+            if kind == Kind::Grpc {
+                ctx.inject_grpc(req.headers_mut());
+            }
+            span.set_attribute("dapr.callee", app_id);
+        }
+        let result = self
+            .metered_to_peer(target, app_id, namespace, kind, req, policy)
+            .await;
+        match &result {
+            Ok(res) if res.status().is_server_error() => {
+                span.set_status_error(res.status().to_string())
+            }
+            Err(e) => span.set_status_error(e.message.clone()),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn metered_to_peer(
         &self,
         target: &str,
         app_id: &str,
@@ -423,6 +463,17 @@ impl InvokeService {
         let mut req = req;
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);
+        let span = self.tracer.start(
+            crate::trace::SpanContext::from_headers(req.headers()),
+            &format!("CallLocal/{}{}", self.app_id, req.uri().path()),
+            crate::trace::SpanKind::Server,
+        );
+        if let Some(ctx) = span.context() {
+            ctx.inject_w3c(req.headers_mut());
+            if kind == Kind::Grpc {
+                ctx.inject_grpc(req.headers_mut());
+            }
+        }
         let observed = self.metrics.as_ref().map(|m| {
             let caller = req
                 .headers()

@@ -53,6 +53,7 @@ pub struct PubSubService {
     active: Mutex<Vec<Active>>,
     retry: RetryPolicy,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    tracer: crate::trace::Tracer,
 }
 
 struct Broker {
@@ -186,6 +187,7 @@ struct Route {
     health: Arc<Health>,
     retry: RetryPolicy,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    tracer: crate::trace::Tracer,
 }
 
 /// Stops a streaming subscription when dropped.
@@ -370,7 +372,15 @@ impl PubSubService {
             active: Mutex::new(Vec::new()),
             retry: RetryPolicy::default(),
             metrics: None,
+            tracer: crate::trace::Tracer::disabled(),
         }
+    }
+
+    /// Traces publishes (producer spans, their context in the CloudEvent) and deliveries
+    /// (consumer spans, their context sent to the app).
+    pub fn with_tracer(mut self, tracer: crate::trace::Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Publishes through each component's outbound policy of `resiliency`.
@@ -418,6 +428,17 @@ impl PubSubService {
             return Err(forbidden(&req.pubsub, &req.topic, &self.app_id));
         }
         let raw = raw_payload(&req.metadata)?;
+        let span = self.tracer.start(
+            req.traceparent
+                .as_deref()
+                .and_then(crate::trace::SpanContext::from_traceparent),
+            &format!("publish/{}/{}", req.pubsub, req.topic),
+            crate::trace::SpanKind::Producer,
+        );
+        let (traceparent, tracestate) = match span.context() {
+            Some(ctx) => (Some(ctx.traceparent()), ctx.tracestate.clone()),
+            None => (req.traceparent.clone(), req.tracestate.clone()),
+        };
         let (data, content_type) = if raw {
             (req.data, req.content_type)
         } else {
@@ -425,8 +446,8 @@ impl PubSubService {
                 app_id: &self.app_id,
                 pubsub: &req.pubsub,
                 topic: &req.topic,
-                traceparent: req.traceparent.as_deref(),
-                tracestate: req.tracestate.as_deref(),
+                traceparent: traceparent.as_deref(),
+                tracestate: tracestate.as_deref(),
                 metadata: &req.metadata,
             };
             let ce = cloudevent::envelope(&req.data, req.content_type.as_deref(), &ctx)
@@ -653,6 +674,7 @@ impl PubSubService {
             health,
             retry: self.retry,
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
         });
         let subscription = broker
             .pubsub
@@ -731,6 +753,7 @@ impl PubSubService {
             health,
             retry: self.retry,
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
         });
         let subscription = broker
             .pubsub
@@ -961,6 +984,20 @@ impl Route {
         // Streaming subscribers are not the app channel: only app deliveries wait for its health.
         while !matches!(self.target, Target::Stream(_)) && !self.health.app_healthy() {
             tokio::time::sleep(APP_READY_POLL).await;
+        }
+        // A consumer span, child of the publisher's context carried in the event; the app gets
+        // the span's context.
+        let span = self.tracer.start(
+            event
+                .get("traceparent")
+                .and_then(serde_json::Value::as_str)
+                .and_then(crate::trace::SpanContext::from_traceparent),
+            &format!("pubsub/{}/{}", self.pubsub, self.topic),
+            crate::trace::SpanKind::Consumer,
+        );
+        let mut event = event;
+        if let Some(ctx) = span.context() {
+            event.insert("traceparent".into(), ctx.traceparent().into());
         }
         let mut retry = 0;
         loop {

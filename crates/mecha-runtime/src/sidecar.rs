@@ -47,6 +47,8 @@ pub struct Services {
     pub invoke: Arc<InvokeService>,
     /// Prometheus metrics, unless disabled.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Distributed tracing (a no-op unless the Configuration enables it).
+    pub tracer: crate::trace::Tracer,
     /// The metadata service.
     pub metadata: MetadataService,
     /// Readiness.
@@ -139,11 +141,15 @@ impl Sidecar {
         tracing::info!(app_id = %config.app_id, version = crate::metadata::RUNTIME_VERSION, "Starting Mecha sidecar");
         let mut secret_scopes = Vec::new();
         let mut name_resolution = serde_json::Value::Null;
+        let mut tracing_spec = None;
         for file in &config.config_files {
             for c in load_configuration(file)? {
                 secret_scopes.extend(c.secret_scopes()?);
                 if let Some(nr) = c.spec.get("nameResolution").filter(|v| !v.is_null()) {
                     name_resolution = nr.clone();
+                }
+                if let Some(t) = c.spec.get("tracing").filter(|v| !v.is_null()) {
+                    tracing_spec = Some(t.clone());
                 }
             }
         }
@@ -163,6 +169,12 @@ impl Sidecar {
         let endpoints = HttpEndpoints::from_resources(&components.http_endpoints)
             .map_err(StartError::Invalid)?;
         let resolver = name_resolver(&config, &namespace, &name_resolution).await?;
+        let tracer = crate::trace::TracingConfig::from_spec(tracing_spec.as_ref())
+            .and_then(|c| crate::trace::Tracer::new(&c, &config.app_id))
+            .map_err(|e| StartError::Invalid(format!("spec.tracing: {e}")))?;
+        if tracer.is_enabled() {
+            tracing::info!(sampling_rate = tracer.sampling_rate(), "Tracing enabled");
+        }
         let metrics = config
             .enable_metrics
             .then(|| Arc::new(crate::metrics::Metrics::new(&config.app_id)));
@@ -182,7 +194,9 @@ impl Sidecar {
                 config.namespace.as_deref(),
                 &components.locks,
             ),
-            bindings: Arc::new(BindingsService::new(&components.bindings, &resiliency)),
+            bindings: Arc::new(
+                BindingsService::new(&components.bindings, &resiliency).with_tracer(tracer.clone()),
+            ),
             invoke: Arc::new(InvokeService::new(
                 &config.app_id,
                 &namespace,
@@ -191,6 +205,7 @@ impl Sidecar {
                 endpoints,
                 resiliency.clone(),
                 metrics.clone(),
+                tracer.clone(),
             )),
             pubsub: Arc::new(
                 PubSubService::new(
@@ -199,9 +214,11 @@ impl Sidecar {
                     components.subscriptions.clone(),
                 )
                 .with_resiliency(&resiliency)
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_tracer(tracer.clone()),
             ),
             metrics: metrics.clone(),
+            tracer: tracer.clone(),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
             shutdown: ShutdownHandle::new(),
@@ -460,6 +477,7 @@ impl Running {
         self.services.lock.close().await;
         self.services.state.close().await;
         self.services.secrets.close().await;
+        self.services.tracer.shutdown().await;
         tracing::info!("Sidecar stopped");
     }
 }

@@ -98,6 +98,11 @@ pub fn router(services: Arc<Services>) -> Router {
         // applies to every handler that reads one.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(services.clone(), api_token));
+    let router = if services.tracer.is_enabled() {
+        router.layer(middleware::from_fn_with_state(services.clone(), trace_api))
+    } else {
+        router
+    };
     let router = match services.metrics.clone() {
         Some(m) => router.layer(middleware::from_fn_with_state(
             m,
@@ -106,6 +111,43 @@ pub fn router(services: Arc<Services>) -> Router {
         None => router,
     };
     router.with_state(services)
+}
+
+/// A server span per API call (health and metadata excepted), child of the caller's
+/// `traceparent`; its context is handed to the handlers (request extension) and written to
+/// the response when the handler wrote none.
+async fn trace_api(State(s): State<Arc<Services>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/v1.0/healthz") || path.starts_with("/v1.0/metadata") {
+        return next.run(req).await;
+    }
+    let parent = crate::trace::SpanContext::from_headers(req.headers());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| path.to_owned(), |m| m.as_str().to_owned());
+    let mut span = s.tracer.start(
+        parent,
+        &format!("{} {route}", req.method()),
+        crate::trace::SpanKind::Server,
+    );
+    span.set_attribute("http.method", req.method().as_str());
+    span.set_attribute("http.url", route.as_str());
+    let context = span.context().cloned();
+    if let Some(ctx) = &context {
+        req.extensions_mut().insert(ctx.clone());
+    }
+    let mut res = next.run(req).await;
+    span.set_attribute("http.status_code", i64::from(res.status().as_u16()));
+    if res.status().is_server_error() {
+        span.set_status_error(res.status().to_string());
+    }
+    if let Some(ctx) = &context
+        && !res.headers().contains_key(crate::trace::TRACEPARENT)
+    {
+        ctx.inject_w3c(res.headers_mut());
+    }
+    res
 }
 
 /// Checks `dapr-api-token` when `DAPR_API_TOKEN` is set; the health probes are exempt.

@@ -26,12 +26,17 @@ pub(crate) struct Mesh {
 
 impl Mesh {
     pub(crate) fn new() -> Self {
+        Self::with_spec("")
+    }
+
+    /// A mesh whose Configuration also has `extra_spec` (YAML lines indented under `spec:`).
+    pub(crate) fn with_spec(extra_spec: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("names.db");
         std::fs::write(
             dir.path().join("config.yaml"),
             format!(
-                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: mesh\nspec:\n  nameResolution:\n    component: sqlite\n    configuration:\n      connectionString: \"{}\"\n",
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: mesh\nspec:\n  nameResolution:\n    component: sqlite\n    configuration:\n      connectionString: \"{}\"\n{extra_spec}",
                 db.display()
             ),
         )
@@ -614,4 +619,77 @@ async fn static_name_resolution_with_a_fixed_internal_port() {
         .unwrap();
     assert_eq!(v["replica"], "static-b");
     assert_eq!(v["headers"]["dapr-caller-app-id"], "static-a");
+}
+
+/// One trace id from the caller through both sidecars to the app, exported by both sidecars
+/// to an OTLP receiver; the callee's server span is the child of the caller's client span.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_spans_caller_both_sidecars_and_the_app() {
+    let receiver = mecha_test_support::otlp::Receiver::start().await;
+    let mesh = Mesh::with_spec(&format!(
+        "  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: \"{}\"\n      isSecure: false\n      protocol: grpc\n",
+        receiver.endpoint()
+    ));
+    let (port, _echo) = echo_app("traced").await;
+    let _b = mesh.sidecar("trace-b", Some(port), &[]).await;
+    let a = mesh.sidecar("trace-a", None, &[]).await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "trace-b").await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = c
+        .get(format!(
+            "{}/v1.0/invoke/trace-b/method/traced",
+            a.http_url()
+        ))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let seen = v["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(seen.contains(trace_id), "the app got {seen}");
+    assert!(
+        !seen.contains("00f067aa0ba902b7"),
+        "the app got the caller's span, not the callee sidecar's: {seen}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans: Vec<_> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id && s.name.contains("traced"))
+            .collect();
+        let has = |service: &str, kind: &str| {
+            spans
+                .iter()
+                .any(|s| s.service_name == service && s.kind == kind)
+        };
+        if has("trace-a", "SPAN_KIND_CLIENT") && has("trace-b", "SPAN_KIND_SERVER") {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans missing: {:?}\n{}",
+            receiver.spans(),
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = spans
+        .iter()
+        .find(|s| s.service_name == "trace-a" && s.kind == "SPAN_KIND_CLIENT")
+        .unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.service_name == "trace-b" && s.kind == "SPAN_KIND_SERVER")
+        .unwrap();
+    assert_eq!(server.parent_span_id, client.span_id, "{spans:?}");
+    assert!(
+        seen.contains(&server.span_id),
+        "the app's parent is the callee's span: {seen}"
+    );
 }

@@ -30,6 +30,7 @@ struct InvokeBody {
 pub(super) async fn invoke(
     State(s): State<Arc<Services>>,
     Path(name): Path<String>,
+    parent: Option<axum::Extension<crate::trace::SpanContext>>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body(raw, s.max_request_body)?;
@@ -48,6 +49,7 @@ pub(super) async fn invoke(
                 data,
                 metadata: req.metadata,
             },
+            parent.map(|p| p.0),
         )
         .await?;
     let mut out = match res.data.filter(|d| !d.is_empty()) {
