@@ -314,6 +314,12 @@ impl InvokeService {
             h.insert(CALLER, header(&self.app_id));
             h.insert(CALLER_NAMESPACE, header(&self.namespace));
             h.insert(KIND, HeaderValue::from_static(kind.as_str()));
+            // The callee stops waiting for its app when the caller would have given up.
+            if let Some(d) = policy.timeout()
+                && let Ok(v) = HeaderValue::from_str(&d.as_millis().to_string())
+            {
+                h.insert(DEADLINE, v);
+            }
         }
         // Small bodies are buffered: a call can then move to the next instance when a
         // connection fails, and be retried by the policy. Larger or chunked bodies stream.

@@ -414,6 +414,11 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for PolicyError<E> {}
 // === impl Policy ===
 
 impl Policy {
+    /// The per-attempt timeout, if any (invocation sends it to the callee as a deadline).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.as_ref().and_then(|p| p.timeout)
+    }
+
     /// Whether there is nothing to apply (no timeout, retry or breaker).
     pub fn is_noop(&self) -> bool {
         self.inner.is_none()

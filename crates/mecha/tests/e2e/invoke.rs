@@ -500,6 +500,13 @@ async fn resiliency_retries_times_out_and_breaks_the_circuit() {
     );
     let v: Value = r.json().await.unwrap();
     assert!(v["message"].as_str().unwrap().contains("timeout"), "{v}");
+    // The caller's timeout travels as a deadline: the callee's sidecar stops waiting too.
+    eventually!(
+        Duration::from_secs(5),
+        b.as_ref().unwrap().log().contains("deadline"),
+        "the callee did not apply the caller's deadline:\n{}",
+        b.as_ref().unwrap().log()
+    );
 
     // The callee's sidecar goes away: failures trip the breaker, which then fails fast.
     drop(b.take());
