@@ -108,7 +108,7 @@ async fn drive(load: Load, call: Call) -> anyhow::Result<Outcome> {
     })
 }
 
-fn http_client(concurrency: usize) -> Client<HttpConnector, Full<Bytes>> {
+pub(crate) fn http_client(concurrency: usize) -> Client<HttpConnector, Full<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
@@ -116,7 +116,10 @@ fn http_client(concurrency: usize) -> Client<HttpConnector, Full<Bytes>> {
         .build(connector)
 }
 
-async fn send(c: &Client<HttpConnector, Full<Bytes>>, req: http::Request<Full<Bytes>>) -> bool {
+pub(crate) async fn send(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> bool {
     match c.request(req).await {
         Ok(res) => res.status().is_success() && res.into_body().collect().await.is_ok(),
         Err(_) => false,

@@ -1,18 +1,20 @@
 //! `mecha-bench`: measures the sidecar the way users feel it — state API latency and
 //! throughput over HTTP and gRPC against a bare HTTP round trip and against the same operation
 //! done directly with the store's client library, idle and loaded memory, CPU per request and
-//! time to healthy — and writes `bench/RESULTS.md`.
+//! time to healthy, and pub/sub publish latency and publish→deliver latency and throughput on
+//! four brokers — and writes `bench/RESULTS.md`.
 //!
 //! Run it with `bench/run.sh` (or `cargo run --release -p mecha-bench -- all [--quick]`). Every
 //! process is started here on free loopback ports and stopped at the end; Redis and PostgreSQL
-//! are the servers already running on the machine (`MECHA_TEST_REDIS_URL`,
-//! `MECHA_TEST_POSTGRES_URL`). Load is a closed loop at fixed concurrency: each worker sends its
+//! (and NATS JetStream for pub/sub) are the servers already running on the machine
+//! (`MECHA_TEST_REDIS_URL`, `MECHA_TEST_POSTGRES_URL`, `MECHA_TEST_NATS_URL`). Load is a closed loop at fixed concurrency: each worker sends its
 //! next request when the previous one answered, so latencies are service times at that
 //! concurrency.
 
 mod direct;
 mod load;
 mod procs;
+mod pubsub;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -34,18 +36,29 @@ async fn main() -> anyhow::Result<()> {
             let port: u16 = args.get(1).context("bare-server PORT")?.parse()?;
             load::bare_server(port).await
         }
-        Some("all") => {
+        Some(cmd @ ("all" | "pubsub")) => {
             let quick = args.iter().any(|a| a == "--quick");
             let mecha = flag(&args, "--mecha")
                 .map(PathBuf::from)
                 .unwrap_or(default_mecha()?);
+            let default_out = if cmd == "all" {
+                "bench/RESULTS.md"
+            } else {
+                "target/bench-pubsub.md"
+            };
             let out = flag(&args, "--out")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| "bench/RESULTS.md".into());
-            all(&mecha, &out, quick).await
+                .unwrap_or_else(|| default_out.into());
+            if cmd == "all" {
+                all(&mecha, &out, quick).await
+            } else {
+                pubsub_only(&mecha, &out, quick).await
+            }
         }
         _ => {
-            bail!("usage: mecha-bench all [--quick] [--mecha PATH] [--out FILE] | bare-server PORT")
+            bail!(
+                "usage: mecha-bench all|pubsub [--quick] [--mecha PATH] [--out FILE] | bare-server PORT"
+            )
         }
     }
 }
@@ -72,20 +85,16 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
-    let duration = if quick {
+fn scenario_duration(quick: bool) -> Duration {
+    if quick {
         Duration::from_secs(2)
     } else {
         Duration::from_secs(10)
-    };
-    let mut report = Report::new(quick, duration);
-    let redis = env_or("MECHA_TEST_REDIS_URL", "127.0.0.1:6379");
-    let postgres = env_or(
-        "MECHA_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    );
-    let pg_table = format!("bench_state_{}", std::process::id());
+    }
+}
 
+/// The bare HTTP round trip every sidecar row is compared with.
+async fn baseline(report: &mut Report, duration: Duration) -> anyhow::Result<()> {
     eprintln!("Bare HTTP round trip (baseline) …");
     let bare = procs::BareServer::start().await?;
     for &concurrency in CONCURRENCIES {
@@ -98,7 +107,33 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
             .rows
             .push(Row::new("bare HTTP", "-", "HTTP", "GET", load, &r, None));
     }
-    drop(bare);
+    Ok(())
+}
+
+/// The pub/sub scenarios alone, with their own baseline (`mecha-bench pubsub`).
+async fn pubsub_only(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
+    let duration = scenario_duration(quick);
+    let mut report = Report::new(quick, duration);
+    let redis = env_or("MECHA_TEST_REDIS_URL", "127.0.0.1:6379");
+    let nats = env_or("MECHA_TEST_NATS_URL", "nats://127.0.0.1:4222");
+    let mut brokers = pubsub::Brokers::new(redis, nats)?;
+    pubsub::run(mecha, &mut report, duration, quick, &mut brokers).await;
+    report.write(out)?;
+    eprintln!("Wrote {}", out.display());
+    Ok(())
+}
+
+async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
+    let duration = scenario_duration(quick);
+    let mut report = Report::new(quick, duration);
+    let redis = env_or("MECHA_TEST_REDIS_URL", "127.0.0.1:6379");
+    let postgres = env_or(
+        "MECHA_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let pg_table = format!("bench_state_{}", std::process::id());
+
+    baseline(&mut report, duration).await?;
 
     let stores: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("state.in-memory", vec![]),
@@ -172,6 +207,10 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     }
     drop_pg_table(&postgres, &pg_table).await;
     bindings(mecha, &mut report, duration, &redis, &postgres).await?;
+
+    let nats = env_or("MECHA_TEST_NATS_URL", "nats://127.0.0.1:4222");
+    let mut brokers = pubsub::Brokers::new(redis.clone(), nats)?;
+    pubsub::run(mecha, &mut report, duration, quick, &mut brokers).await;
 
     eprintln!("Footprint and start-up …");
     report.footprint = Some(Footprint::measure(mecha, if quick { 5 } else { 20 }).await?);

@@ -12,7 +12,7 @@ pub(crate) struct BareServer {
     pub(crate) port: u16,
 }
 
-/// A sidecar in a child process, with one store named `statestore`.
+/// A sidecar in a child process, with one store named `statestore` or the given components.
 pub(crate) struct Sidecar {
     child: Child,
     _dir: tempfile::TempDir,
@@ -63,13 +63,18 @@ fn write_components(dir: &Path, components: &[ComponentSpec<'_>]) -> anyhow::Res
     Ok(res)
 }
 
-async fn wait_healthy(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
+/// The readiness path a sidecar without an app answers 204 on once its components are up.
+const OUTBOUND: &str = "/v1.0/healthz/outbound";
+/// The readiness path that also waits for the app channel and the subscriptions.
+const HEALTHZ: &str = "/v1.0/healthz";
+
+async fn wait_healthy(port: u16, path: &str, deadline: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             s.write_all(
-                b"GET /v1.0/healthz/outbound HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
             )
             .await?;
             let mut buf = [0u8; 16];
@@ -79,28 +84,43 @@ async fn wait_healthy(port: u16, deadline: Duration) -> anyhow::Result<Duration>
             }
         }
         if start.elapsed() > deadline {
-            bail!("port {port} was not healthy within {deadline:?}");
+            bail!("port {port} did not answer 204 on {path} within {deadline:?}");
         }
-        tokio::time::sleep(Duration::from_micros(500)).await;
+        // The app-channel check logs a warning per refusal, so it is polled less often.
+        let pause = if path == HEALTHZ {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_micros(500)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
-fn spawn_sidecar(mecha: &Path, res: &Path, http: u16, grpc: u16) -> anyhow::Result<Child> {
-    Command::new(mecha)
-        .args(["sidecar", "--app-id", "bench", "--log-level", "warn"])
-        .args([
-            "--dapr-http-port",
-            &http.to_string(),
-            "--dapr-grpc-port",
-            &grpc.to_string(),
-        ])
-        .args(["--metrics-port", &free_port()?.to_string()])
-        .arg("--resources-path")
-        .arg(res)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", mecha.display()))
+fn spawn_sidecar(
+    mecha: &Path,
+    res: &Path,
+    http: u16,
+    grpc: u16,
+    app_port: Option<u16>,
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(mecha);
+    cmd.args(["sidecar", "--app-id", "bench", "--log-level", "warn"]);
+    if let Some(port) = app_port {
+        cmd.args(["--app-port", &port.to_string()]);
+    }
+    cmd.args([
+        "--dapr-http-port",
+        &http.to_string(),
+        "--dapr-grpc-port",
+        &grpc.to_string(),
+    ])
+    .args(["--metrics-port", &free_port()?.to_string()])
+    .arg("--resources-path")
+    .arg(res)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .with_context(|| format!("cannot start {}", mecha.display()))
 }
 
 /// Reads a `/proc/<pid>/status` field in kB.
@@ -149,7 +169,7 @@ impl Sidecar {
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let res = resources(dir.path(), store_type, metadata)?;
-        Self::start_in(mecha, dir, res).await
+        Self::start_in(mecha, dir, res, None).await
     }
 
     /// A sidecar with the given components.
@@ -159,19 +179,39 @@ impl Sidecar {
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let res = write_components(dir.path(), components)?;
-        Self::start_in(mecha, dir, res).await
+        Self::start_in(mecha, dir, res, None).await
     }
 
-    async fn start_in(mecha: &Path, dir: tempfile::TempDir, res: PathBuf) -> anyhow::Result<Self> {
+    /// A sidecar with the given components that delivers to the app on `app_port`; ready once
+    /// `/v1.0/healthz` answers 204, that is once its subscriptions are made.
+    pub(crate) async fn start_with_app(
+        mecha: &Path,
+        components: &[ComponentSpec<'_>],
+        app_port: u16,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let res = write_components(dir.path(), components)?;
+        Self::start_in(mecha, dir, res, Some(app_port)).await
+    }
+
+    async fn start_in(
+        mecha: &Path,
+        dir: tempfile::TempDir,
+        res: PathBuf,
+        app_port: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let (http_port, grpc_port) = (free_port()?, free_port()?);
-        let child = spawn_sidecar(mecha, &res, http_port, grpc_port)?;
+        let child = spawn_sidecar(mecha, &res, http_port, grpc_port, app_port)?;
         let s = Self {
             child,
             _dir: dir,
             http_port,
             grpc_port,
         };
-        wait_healthy(http_port, Duration::from_secs(10)).await?;
+        wait_healthy(http_port, OUTBOUND, Duration::from_secs(10)).await?;
+        if app_port.is_some() {
+            wait_healthy(http_port, HEALTHZ, Duration::from_secs(10)).await?;
+        }
         Ok(s)
     }
 
@@ -219,8 +259,8 @@ pub(crate) async fn time_to_healthy(mecha: &Path) -> anyhow::Result<Duration> {
     let res = resources(dir.path(), "state.sqlite", &[])?;
     let (http, grpc) = (free_port()?, free_port()?);
     let start = Instant::now();
-    let mut child = spawn_sidecar(mecha, &res, http, grpc)?;
-    let r = wait_healthy(http, Duration::from_secs(10)).await;
+    let mut child = spawn_sidecar(mecha, &res, http, grpc, None)?;
+    let r = wait_healthy(http, OUTBOUND, Duration::from_secs(10)).await;
     let elapsed = start.elapsed();
     let _ = child.kill();
     let _ = child.wait();
