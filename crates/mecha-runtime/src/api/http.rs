@@ -243,7 +243,10 @@ impl IntoResponse for ApiError {
 
 /// Logs a failed request once, at INFO for the caller's mistakes and WARN for ours.
 pub(crate) fn log_error(e: &ApiError) {
-    if e.http.is_server_error() {
+    if e.code.starts_with("ERR_HEALTH") || e.code == "ERR_OUTBOUND_HEALTH_NOT_READY" {
+        // Probes poll until ready: not worth a warning each time.
+        tracing::debug!(code = e.code, message = %e.message, "Not ready yet");
+    } else if e.http.is_server_error() {
         tracing::warn!(code = e.code, message = %e.message, "Request failed");
     } else {
         tracing::info!(code = e.code, message = %e.message, "Request refused");
