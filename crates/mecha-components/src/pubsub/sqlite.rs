@@ -106,7 +106,17 @@ struct Inner {
     timeout: Duration,
     /// Set by `close()`: delivery loops and the clean-up end.
     closed: watch::Sender<bool>,
+    /// Acknowledgements waiting to be written together (group commit).
+    acks: tokio::sync::mpsc::Sender<PendingAck>,
 }
+
+/// An acknowledgement waiting for the next group commit: (delivery id, message seq), and
+/// where the result goes.
+type PendingAck = (
+    i64,
+    i64,
+    tokio::sync::oneshot::Sender<Result<(), PubSubError>>,
+);
 
 /// What the brokers of this process on one database share: the wake-up of local subscribers
 /// after a local publish, and a queue for writers (it spares them SQLite's busy-wait sleeps).
@@ -191,6 +201,7 @@ impl SqlitePubSub {
             .unwrap_or_default()
             .trim();
         let local = local_for(connection, &prefix);
+        let (acks, ack_queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
         let inner = Arc::new(Inner {
             pool: db.pool,
             sql,
@@ -201,7 +212,9 @@ impl SqlitePubSub {
             poll: settings.poll,
             timeout,
             closed: watch::channel(false).0,
+            acks,
         });
+        tokio::spawn(ack_group_commit(Arc::downgrade(&inner), ack_queue));
         tokio::spawn(cleanup(Arc::downgrade(&inner), inner.closed.subscribe()));
         let (publishes, queue) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
         tokio::spawn(group_commit(inner.clone(), queue));
@@ -471,18 +484,33 @@ impl Inner {
             .map_err(backend)
     }
 
-    /// Deletes the delivery, and its message once no group needs it.
+    /// Deletes the delivery, and its message once no group needs it; acknowledgements made
+    /// at the same time are written in one transaction.
     async fn ack(&self, c: &Claimed) -> Result<(), PubSubError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.acks.send((c.id, c.seq, tx)).await.is_err() {
+            return Err(PubSubError::Backend("sqlite: the broker is closed".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(PubSubError::Backend("sqlite: the broker is closed".into())))
+    }
+
+    /// Deletes the deliveries `(id, seq)`, and their messages once no group needs them.
+    async fn ack_all(&self, acks: &[(i64, i64)]) -> Result<(), PubSubError> {
         self.timed(async {
             let (_writer, mut tx) = self.begin().await?;
-            sqlx::query(AssertSqlSafe(self.sql.ack.as_str()))
-                .bind(c.id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(AssertSqlSafe(self.sql.delete_done.as_str()))
-                .bind(c.seq)
-                .execute(&mut *tx)
-                .await?;
+            for (id, _) in acks {
+                sqlx::query(AssertSqlSafe(self.sql.ack.as_str()))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (_, seq) in acks {
+                sqlx::query(AssertSqlSafe(self.sql.delete_done.as_str()))
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await
         })
         .await
@@ -544,6 +572,34 @@ impl Inner {
             Ok(rows)
         })
         .await
+    }
+}
+
+/// Writes the acknowledgements waiting at the same time in one transaction (see
+/// [`group_commit`]); ends when the broker is dropped.
+async fn ack_group_commit(inner: Weak<Inner>, mut queue: tokio::sync::mpsc::Receiver<PendingAck>) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+    let mut waiting = Vec::with_capacity(GROUP_COMMIT_MAX);
+    while let Some((id, seq, tx)) = queue.recv().await {
+        batch.push((id, seq));
+        waiting.push(tx);
+        while batch.len() < GROUP_COMMIT_MAX {
+            match queue.try_recv() {
+                Ok((id, seq, tx)) => {
+                    batch.push((id, seq));
+                    waiting.push(tx);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = match inner.upgrade() {
+            Some(inner) => inner.ack_all(&batch).await,
+            None => Err(PubSubError::Backend("sqlite: the broker is closed".into())),
+        };
+        batch.clear();
+        for tx in waiting.drain(..) {
+            let _ = tx.send(result.clone());
+        }
     }
 }
 
