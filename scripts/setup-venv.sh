@@ -12,7 +12,8 @@ PYTHON="${PYTHON:-python3}"
 
 # Pins. Change them here; the marker makes the next run reinstall.
 REQUIREMENTS=(
-  "dapr==1.19.0"
+  # With the gRPC app framework (`dapr.ext.grpc`), which ships inside the dapr wheel.
+  "dapr[grpc]==1.19.0"
 )
 MARKER="$VENV/.mecha-venv-ok"
 WANT="$(printf '%s\n' "${REQUIREMENTS[@]}")"

@@ -628,7 +628,15 @@ impl PubSubService {
                 spec.topic, self.app_id
             ));
         }
-        let rules = spec.rules();
+        let mut rules = spec.rules();
+        if app.is_grpc() && !rules.iter().any(|(expr, _)| expr.is_empty()) {
+            // A gRPC app's default route may be empty: its events then arrive with an empty
+            // path, which is how the SDKs key a handler registered without a rule.
+            rules.push((String::new(), String::new()));
+        }
+        if rules.is_empty() {
+            return Err("the subscription has no route".into());
+        }
         let router = Router::new(&rules)?;
         let bulk = spec.bulk_subscribe.as_ref().filter(|b| b.enabled);
         let (target, max_in_flight) = match bulk {
@@ -745,7 +753,7 @@ impl PubSubService {
         let route = Arc::new(Route {
             pubsub: pubsub.to_owned(),
             topic: topic.to_owned(),
-            router: Router::new(&[(String::new(), "/".to_owned())]).map_err(ApiError::internal)?,
+            router: Router::new(&[(String::new(), String::new())]).map_err(ApiError::internal)?,
             dead_letter_topic: spec.dead_letter_topic.clone(),
             raw_payload: spec.raw_payload(),
             broker: broker.pubsub.clone(),
@@ -886,12 +894,6 @@ async fn programmatic(app: &AppChannel) -> Vec<SubscriptionSpec> {
                 .filter(|s| {
                     // A gRPC subscription with no route at all still gets its events.
                     !s.pubsubname.is_empty() && !s.topic.is_empty()
-                })
-                .map(|mut s| {
-                    if s.rules().is_empty() {
-                        s.route = Some("/".to_owned());
-                    }
-                    s
                 })
                 .collect(),
             Err(e) if e.code() == Code::Unimplemented => Vec::new(),

@@ -343,8 +343,6 @@ impl Sidecar {
         if let Some(m) = &services.metrics {
             let addr = SocketAddr::new(internal_ip, config.metrics_port);
             let listener = bind("metrics", addr).await?;
-            let local = listener.local_addr().unwrap_or(addr);
-            tracing::info!(address = %local, "Metrics endpoint listening (/metrics)");
             let (m, shutdown) = (m.clone(), services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = crate::metrics::serve(listener, m, shutdown).await {

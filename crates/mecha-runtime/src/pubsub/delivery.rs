@@ -72,6 +72,13 @@ pub async fn deliver(
         }
     }
     headers.extend(metadata_headers(metadata));
+    let slashed;
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        slashed = format!("/{path}");
+        &slashed
+    };
     match app.request(Method::POST, path, headers, body).await {
         Ok(r) => http_status(r.status, &r.body),
         Err(e) => Outcome::Retry(e),
@@ -158,6 +165,13 @@ pub async fn deliver_bulk(
         HeaderValue::from_static("application/json"),
     )];
     let all = |o: Outcome| entries.iter().map(|_| o.clone()).collect::<Vec<_>>();
+    let slashed;
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        slashed = format!("/{path}");
+        &slashed
+    };
     let res = match app.request(Method::POST, path, headers, body).await {
         Ok(r) => r,
         Err(e) => return all(Outcome::Retry(e)),

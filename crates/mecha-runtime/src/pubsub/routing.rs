@@ -19,15 +19,13 @@ impl std::fmt::Debug for Router {
 // === impl Router ===
 
 impl Router {
-    /// Compiles `(expression, path)` pairs; an empty expression always matches.
+    /// Compiles `(expression, path)` pairs; an empty expression always matches. Paths are kept
+    /// as written: gRPC apps match them verbatim (the Python SDK uses handler names, or an
+    /// empty path); HTTP delivery adds the leading `/`.
     pub fn new(rules: &[(String, String)]) -> Result<Self, String> {
         let mut out = Vec::with_capacity(rules.len());
         for (expr, path) in rules {
-            let path = if path.starts_with('/') {
-                path.clone()
-            } else {
-                format!("/{path}")
-            };
+            let path = path.clone();
             if expr.trim().is_empty() {
                 out.push((None, path));
             } else {
@@ -104,7 +102,7 @@ mod tests {
         let e = event(serde_json::json!({"type": "widget", "data": {"price": 500}}));
         assert_eq!(r.route(&e), Some("/widgets"));
         let e = event(serde_json::json!({"type": "gadget", "data": {"price": 500}}));
-        assert_eq!(r.route(&e), Some("/expensive"));
+        assert_eq!(r.route(&e), Some("expensive"));
         let e = event(serde_json::json!({"type": "gadget", "data": "text"}));
         assert_eq!(r.route(&e), Some("/other"));
     }

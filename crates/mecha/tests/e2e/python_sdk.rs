@@ -399,7 +399,11 @@ async fn pubsub_publish_bulk_http_app_and_streaming() {
     let app_port = mecha_test_support::free_port();
     let resources = ResourcesDir::new().with(
         "pubsub.yaml",
-        &component("pubsub", "pubsub.in-memory", &[("redeliverInterval", "200ms")]),
+        &component(
+            "pubsub",
+            "pubsub.in-memory",
+            &[("redeliverInterval", "200ms")],
+        ),
     );
     let sidecar = MechaProcess::builder(crate::MECHA)
         .app_id(APP_ID)
@@ -440,6 +444,34 @@ async fn invocation_http_grpc_and_grpc_proxying() {
             ("HTTP_APP_PORT", &http_port.to_string()),
             ("GRPC_APP_PORT", &grpc_port.to_string()),
             ("CALLER_APP", "py-caller"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_app_with_the_sdk_framework_subscribes_and_is_invoked() {
+    let app_port = mecha_test_support::free_port();
+    let resources =
+        ResourcesDir::new().with("pubsub.yaml", &component("pubsub", "pubsub.in-memory", &[]));
+    let sidecar = MechaProcess::builder(crate::MECHA)
+        .app_id("py-grpc-sub")
+        .resources(resources.path())
+        .args([
+            "--app-port",
+            &app_port.to_string(),
+            "--app-protocol",
+            "grpc",
+        ])
+        .start()
+        .await;
+    run_script(
+        &sidecar,
+        "grpc_app_sdk.py",
+        &[
+            ("PUBSUB", "pubsub"),
+            ("APP_PORT", &app_port.to_string()),
+            ("APP_ID", "py-grpc-sub"),
         ],
     )
     .await;
