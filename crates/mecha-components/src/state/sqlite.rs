@@ -313,13 +313,16 @@ pub(crate) async fn open_shared(
 /// Sets the journal mode. It needs an exclusive lock that SQLite does not wait for, so retry
 /// while another process uses the file; the caller bounds the wait.
 async fn set_journal_mode(pool: &SqlitePool, mode: &str) -> Result<(), sqlx::Error> {
+    /// The longest this waits for other connections to let go of the file.
+    const JOURNAL_MODE_WAIT: Duration = Duration::from_secs(30);
     let mut conn = pool.acquire().await?;
     let pragma = format!("PRAGMA journal_mode = {mode}");
+    let started = std::time::Instant::now();
     while let Err(e) = sqlx::query(AssertSqlSafe(pragma.as_str()))
         .execute(&mut *conn)
         .await
     {
-        if !is_busy(&e) {
+        if !is_busy(&e) || started.elapsed() > JOURNAL_MODE_WAIT {
             return Err(e);
         }
         tokio::time::sleep(RETRY_PAUSE).await;
