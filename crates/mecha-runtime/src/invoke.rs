@@ -76,6 +76,7 @@ pub struct InvokeService {
     balancer: Balancer,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     tracer: crate::trace::Tracer,
+    access_control: Option<crate::acl::AccessControl>,
 }
 
 /// Round robin over the instances of each app id, skipping those that failed recently.
@@ -149,7 +150,14 @@ impl InvokeService {
             balancer: Balancer::default(),
             metrics,
             tracer,
+            access_control: None,
         }
+    }
+
+    /// Checks incoming calls against `spec.accessControl`.
+    pub fn with_access_control(mut self, acl: Option<crate::acl::AccessControl>) -> Self {
+        self.access_control = acl;
+        self
     }
 
     /// This sidecar's app id.
@@ -466,6 +474,37 @@ impl InvokeService {
                 ),
             );
         };
+        if let Some(acl) = &self.access_control {
+            let text = |h: &HeaderName| {
+                req.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (caller, caller_ns) = (text(&CALLER), text(&CALLER_NAMESPACE));
+            let verb = if kind == Kind::Http {
+                req.method().as_str()
+            } else {
+                ""
+            };
+            let operation = req.uri().path();
+            if !acl.allows(&caller, &caller_ns, operation, verb) {
+                let e = ApiError::new(
+                    "ERR_PERMISSION_DENIED",
+                    StatusCode::FORBIDDEN,
+                    Code::PermissionDenied,
+                    format!(
+                        "access control policy has denied access to id: {caller} operation: {operation} verb: {}",
+                        if verb.is_empty() { "NONE" } else { verb }
+                    ),
+                );
+                return match kind {
+                    Kind::Http => error_response(StatusCode::FORBIDDEN, &e),
+                    Kind::Grpc => tonic::Status::from(e).into_http::<Body>(),
+                };
+            }
+        }
         let mut req = req;
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);

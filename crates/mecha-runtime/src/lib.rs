@@ -7,6 +7,7 @@
 //! `mecha` binary does), and components must not depend on it. Start reading at
 //! [`sidecar`], then follow one request through [`api::http`] into [`state::StateService`].
 
+pub mod acl;
 pub mod api;
 pub mod app_channel;
 pub mod bindings;

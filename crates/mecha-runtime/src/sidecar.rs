@@ -45,6 +45,8 @@ pub struct Services {
     pub pubsub: Arc<PubSubService>,
     /// Service invocation.
     pub invoke: Arc<InvokeService>,
+    /// Which of the sidecar's APIs the app may use (`spec.api`).
+    pub api_access: crate::acl::ApiAccess,
     /// Prometheus metrics, unless disabled.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Distributed tracing (a no-op unless the Configuration enables it).
@@ -142,6 +144,8 @@ impl Sidecar {
         let mut secret_scopes = Vec::new();
         let mut name_resolution = serde_json::Value::Null;
         let mut tracing_spec = None;
+        let mut access_spec = None;
+        let mut api_spec = None;
         for file in &config.config_files {
             for c in load_configuration(file)? {
                 secret_scopes.extend(c.secret_scopes()?);
@@ -150,6 +154,12 @@ impl Sidecar {
                 }
                 if let Some(t) = c.spec.get("tracing").filter(|v| !v.is_null()) {
                     tracing_spec = Some(t.clone());
+                }
+                if let Some(a) = c.spec.get("accessControl").filter(|v| !v.is_null()) {
+                    access_spec = Some(a.clone());
+                }
+                if let Some(a) = c.spec.get("api").filter(|v| !v.is_null()) {
+                    api_spec = Some(a.clone());
                 }
             }
         }
@@ -169,6 +179,13 @@ impl Sidecar {
         let endpoints = HttpEndpoints::from_resources(&components.http_endpoints)
             .map_err(StartError::Invalid)?;
         let resolver = name_resolver(&config, &namespace, &name_resolution).await?;
+        let access_control = crate::acl::AccessControl::from_spec(access_spec.as_ref())
+            .map_err(StartError::Invalid)?;
+        if access_control.is_some() {
+            tracing::info!("Access control policies apply to incoming invocations");
+        }
+        let api_access =
+            crate::acl::ApiAccess::from_spec(api_spec.as_ref()).map_err(StartError::Invalid)?;
         let tracer = crate::trace::TracingConfig::from_spec(tracing_spec.as_ref())
             .and_then(|c| crate::trace::Tracer::new(&c, &config.app_id))
             .map_err(|e| StartError::Invalid(format!("spec.tracing: {e}")))?;
@@ -197,16 +214,20 @@ impl Sidecar {
             bindings: Arc::new(
                 BindingsService::new(&components.bindings, &resiliency).with_tracer(tracer.clone()),
             ),
-            invoke: Arc::new(InvokeService::new(
-                &config.app_id,
-                &namespace,
-                resolver.clone(),
-                app.clone(),
-                endpoints,
-                resiliency.clone(),
-                metrics.clone(),
-                tracer.clone(),
-            )),
+            invoke: Arc::new(
+                InvokeService::new(
+                    &config.app_id,
+                    &namespace,
+                    resolver.clone(),
+                    app.clone(),
+                    endpoints,
+                    resiliency.clone(),
+                    metrics.clone(),
+                    tracer.clone(),
+                )
+                .with_access_control(access_control),
+            ),
+            api_access,
             pubsub: Arc::new(
                 PubSubService::new(
                     &config.app_id,

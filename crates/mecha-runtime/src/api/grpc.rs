@@ -69,9 +69,30 @@ pub fn dapr_service(
 /// app named by `dapr-app-id` (transparent proxying).
 pub fn routes(services: Arc<Services>) -> tonic::service::Routes {
     let proxy_services = services.clone();
+    let access = services.clone();
     let router = tonic::service::Routes::new(dapr_service(services))
         .prepare()
         .into_axum_router()
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let s = access.clone();
+                async move {
+                    if s.api_access.is_restricted()
+                        && let Some(method) =
+                            req.uri().path().strip_prefix("/dapr.proto.runtime.v1.Dapr/")
+                    {
+                        let name = crate::acl::grpc_api(method);
+                        if !s.api_access.allows(name, "v1", "grpc") {
+                            return Status::permission_denied(format!(
+                                "the {name} API ({method}) is not allowed by the Configuration's spec.api"
+                            ))
+                            .into_http::<axum::body::Body>();
+                        }
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
         .fallback(move |req: axum::extract::Request| {
             let s = proxy_services.clone();
             async move { invoke::proxy(s, req).await }

@@ -152,6 +152,20 @@ async fn trace_api(State(s): State<Arc<Services>>, mut req: Request, next: Next)
 
 /// Checks `dapr-api-token` when `DAPR_API_TOKEN` is set; the health probes are exempt.
 async fn api_token(State(services): State<Arc<Services>>, req: Request, next: Next) -> Response {
+    if services.api_access.is_restricted()
+        && let Some((name, version)) = crate::acl::http_api(req.uri().path())
+        && !services.api_access.allows(name, version, "http")
+    {
+        return ApiError::new(
+            "ERR_PERMISSION_DENIED",
+            StatusCode::FORBIDDEN,
+            tonic::Code::PermissionDenied,
+            format!(
+                "the {name} API ({version}, http) is not allowed by the Configuration's spec.api"
+            ),
+        )
+        .into_response();
+    }
     if let Some(token) = &services.api_token {
         let exempt = req.method() == http::Method::GET
             && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
