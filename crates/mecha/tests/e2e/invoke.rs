@@ -786,3 +786,29 @@ async fn access_control_and_api_allow_lists() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 }
+
+/// With no configuration at all, sidecars started by one user find each other through the
+/// embedded default (`~/.mecha/nameresolution.db`).
+#[tokio::test(flavor = "multi_thread")]
+async fn sidecars_find_each_other_with_no_configuration() {
+    let home = tempfile::tempdir().unwrap();
+    let home_s = home.path().to_str().unwrap();
+    let (port, _echo) = echo_app("zero-config").await;
+    let res = ResourcesDir::new();
+    let _b = MechaProcess::builder(MECHA)
+        .app_id("zc-b")
+        .resources(res.path())
+        .args(["--app-port", &port.to_string()])
+        .env("HOME", home_s)
+        .start()
+        .await;
+    let a = MechaProcess::builder(MECHA)
+        .app_id("zc-a")
+        .resources(res.path())
+        .env("HOME", home_s)
+        .start()
+        .await;
+    let c = Client::new();
+    wait_reachable(&c, &a, "zc-b").await;
+    assert!(home.path().join(".mecha/nameresolution.db").exists());
+}
