@@ -44,6 +44,8 @@ pub struct Components {
     pub pubsub: Vec<Loaded<dyn PubSub>>,
     /// `kind: Subscription` resources in scope for this app.
     pub subscriptions: Vec<SubscriptionResource>,
+    /// `middleware.http.*` components, for the Configuration's pipelines.
+    pub middleware: Vec<crate::middleware::MiddlewareSpec>,
     /// `kind: Resiliency` resources in scope for this app.
     pub resiliency: Vec<RawResource>,
     /// `kind: HTTPEndpoint` resources in scope for this app.
@@ -263,6 +265,19 @@ impl Components {
                     info: info.clone(),
                     component: binding,
                     metadata,
+                });
+            }
+            "middleware" => {
+                if !spec.component_type.starts_with("middleware.http.") {
+                    return Err(unknown_type(spec));
+                }
+                self.middleware.push(crate::middleware::MiddlewareSpec {
+                    name: spec.name.clone(),
+                    component_type: spec.component_type.clone(),
+                    metadata: metadata
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
                 });
             }
             "pubsub" => {

@@ -77,6 +77,7 @@ pub struct InvokeService {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     tracer: crate::trace::Tracer,
     access_control: Option<crate::acl::AccessControl>,
+    app_pipeline: Option<Arc<crate::middleware::Pipeline>>,
 }
 
 /// Round robin over the instances of each app id, skipping those that failed recently.
@@ -151,7 +152,14 @@ impl InvokeService {
             metrics,
             tracer,
             access_control: None,
+            app_pipeline: None,
         }
+    }
+
+    /// Passes HTTP calls into the app through the Configuration's `appHttpPipeline`.
+    pub fn with_app_pipeline(mut self, p: Option<Arc<crate::middleware::Pipeline>>) -> Self {
+        self.app_pipeline = p;
+        self
     }
 
     /// Checks incoming calls against `spec.accessControl`.
@@ -192,7 +200,7 @@ impl InvokeService {
             let h = req.headers_mut();
             h.insert(CALLER, header(&self.app_id));
             h.insert(CALLEE, header(&self.app_id));
-            return forward::to_app(app, Kind::Http, req, None)
+            return forward::to_app(app, Kind::Http, req, None, self.app_pipeline.as_deref())
                 .await
                 .map_err(|e| invoke_error(target, e));
         }
@@ -217,7 +225,7 @@ impl InvokeService {
             let h = req.headers_mut();
             h.insert(CALLER, header(&self.app_id));
             h.insert(CALLEE, header(&self.app_id));
-            return forward::to_app(app, Kind::Grpc, req, None)
+            return forward::to_app(app, Kind::Grpc, req, None, None)
                 .await
                 .map_err(|e| invoke_error(target, e));
         }
@@ -530,7 +538,15 @@ impl InvokeService {
             m.invoke_req_recv(&caller, &method);
             (m, caller, method, Instant::now())
         });
-        let res = match forward::to_app(app, kind, req, deadline).await {
+        let res = match forward::to_app(
+            app,
+            kind,
+            req,
+            deadline,
+            self.app_pipeline.as_deref().filter(|_| kind == Kind::Http),
+        )
+        .await
+        {
             Ok(res) => res,
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &invoke_error(&callee, e)),
         };

@@ -20,6 +20,7 @@ pub mod invoke;
 pub mod lock;
 pub mod metadata;
 pub mod metrics;
+pub mod middleware;
 pub mod pubsub;
 pub mod resiliency;
 pub mod secrets;

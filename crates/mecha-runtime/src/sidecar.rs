@@ -45,6 +45,8 @@ pub struct Services {
     pub pubsub: Arc<PubSubService>,
     /// Service invocation.
     pub invoke: Arc<InvokeService>,
+    /// The Configuration's `httpPipeline`, applied to the HTTP API.
+    pub http_pipeline: Option<Arc<crate::middleware::Pipeline>>,
     /// Which of the sidecar's APIs the app may use (`spec.api`).
     pub api_access: crate::acl::ApiAccess,
     /// Prometheus metrics, unless disabled.
@@ -146,6 +148,7 @@ impl Sidecar {
         let mut tracing_spec = None;
         let mut access_spec = None;
         let mut api_spec = None;
+        let mut pipelines_spec = serde_json::Map::new();
         for file in &config.config_files {
             for c in load_configuration(file)? {
                 secret_scopes.extend(c.secret_scopes()?);
@@ -160,6 +163,14 @@ impl Sidecar {
                 }
                 if let Some(a) = c.spec.get("api").filter(|v| !v.is_null()) {
                     api_spec = Some(a.clone());
+                }
+                for key in [
+                    crate::middleware::HTTP_PIPELINE,
+                    crate::middleware::APP_HTTP_PIPELINE,
+                ] {
+                    if let Some(p) = c.spec.get(key).filter(|v| !v.is_null()) {
+                        pipelines_spec.insert(key.to_owned(), p.clone());
+                    }
                 }
             }
         }
@@ -186,6 +197,22 @@ impl Sidecar {
         }
         let api_access =
             crate::acl::ApiAccess::from_spec(api_spec.as_ref()).map_err(StartError::Invalid)?;
+        let pipelines_spec = serde_json::Value::Object(pipelines_spec);
+        let pipeline = |key: &str| -> Result<Option<Arc<crate::middleware::Pipeline>>, StartError> {
+            let refs = crate::middleware::handler_refs(&pipelines_spec, key)
+                .and_then(|r| crate::middleware::resolve(&r, &components.middleware))
+                .map_err(|e| StartError::Invalid(format!("spec.{key}: {e}")))?;
+            if refs.is_empty() {
+                return Ok(None);
+            }
+            let p = crate::middleware::Pipeline::build(&refs)
+                .map_err(|e| StartError::Invalid(format!("spec.{key}: {e}")))?
+                .with_body_limit(config.max_request_body);
+            tracing::info!(pipeline = key, handlers = ?p.names().collect::<Vec<_>>(), "HTTP middleware pipeline");
+            Ok(Some(Arc::new(p)))
+        };
+        let http_pipeline = pipeline(crate::middleware::HTTP_PIPELINE)?;
+        let app_pipeline = pipeline(crate::middleware::APP_HTTP_PIPELINE)?;
         let tracer = crate::trace::TracingConfig::from_spec(tracing_spec.as_ref())
             .and_then(|c| crate::trace::Tracer::new(&c, &config.app_id))
             .map_err(|e| StartError::Invalid(format!("spec.tracing: {e}")))?;
@@ -225,8 +252,10 @@ impl Sidecar {
                     metrics.clone(),
                     tracer.clone(),
                 )
-                .with_access_control(access_control),
+                .with_access_control(access_control)
+                .with_app_pipeline(app_pipeline),
             ),
+            http_pipeline,
             api_access,
             pubsub: Arc::new(
                 PubSubService::new(

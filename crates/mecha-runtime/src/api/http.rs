@@ -96,8 +96,13 @@ pub fn router(services: Arc<Services>) -> Router {
         .fallback(invoke::fallback)
         // Outermost first: the token is checked before any body is read, and the body limit
         // applies to every handler that reads one.
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(services.clone(), api_token));
+        .layer(DefaultBodyLimit::max(limit));
+    // The pipeline runs inside the token check and the body limit.
+    let router = match services.http_pipeline.clone() {
+        Some(p) => router.layer(middleware::from_fn_with_state(p, crate::middleware::layer)),
+        None => router,
+    }
+    .layer(middleware::from_fn_with_state(services.clone(), api_token));
     let router = if services.tracer.is_enabled() {
         router.layer(middleware::from_fn_with_state(services.clone(), trace_api))
     } else {

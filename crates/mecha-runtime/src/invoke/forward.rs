@@ -120,11 +120,29 @@ pub(crate) async fn to_app(
     kind: Kind,
     req: Request<Body>,
     deadline: Option<Duration>,
+    pipeline: Option<&crate::middleware::Pipeline>,
 ) -> Result<Response<Body>, String> {
     let call = async {
         let _permit = app.permit().await;
         if kind == Kind::Http && app.is_grpc() {
             return on_invoke(app, req).await;
+        }
+        if let Some(p) = pipeline {
+            return Ok(p
+                .handle(req, |req| async move {
+                    match app.forward(req).await {
+                        Ok(mut res) => {
+                            strip_hop_by_hop(res.headers_mut());
+                            res.map(Body::new)
+                        }
+                        Err(e) => {
+                            let mut res = Response::new(Body::from(e));
+                            *res.status_mut() = StatusCode::BAD_GATEWAY;
+                            res
+                        }
+                    }
+                })
+                .await);
         }
         let mut res = app.forward(req).await?;
         strip_hop_by_hop(res.headers_mut());
