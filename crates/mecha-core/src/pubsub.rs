@@ -224,6 +224,8 @@ pub fn expires_at(metadata: &HashMap<String, String>) -> Option<u64> {
     if ttl == 0 {
         return None;
     }
+    // A century is "never" here, and keeps the expiry a representable date.
+    let ttl = ttl.min(100 * 365 * 24 * 3600);
     Some(now_millis().saturating_add(ttl.saturating_mul(1000)))
 }
 

@@ -29,8 +29,8 @@ impl Router {
             if expr.trim().is_empty() {
                 out.push((None, path));
             } else {
-                let program = cel::Program::compile(expr)
-                    .map_err(|e| format!("invalid match expression '{expr}': {e}"))?;
+                check_size(expr)?;
+                let program = compile(expr)?;
                 out.push((Some(program), path));
             }
         }
@@ -80,6 +80,82 @@ impl Router {
     }
 }
 
+/// The most a routing expression may nest brackets, chain operators or members: the CEL
+/// parser and evaluator recurse on them, and a subscription must not be able to overflow a
+/// worker thread's stack.
+const MAX_NESTING: usize = 8;
+const MAX_OPERATORS: usize = 24;
+const MAX_MEMBERS: usize = 128;
+const MAX_LENGTH: usize = 2048;
+
+/// Refuses expressions beyond the limits above (string literals are not counted).
+fn check_size(expr: &str) -> Result<(), String> {
+    let too_big = |what: &str, limit: usize| {
+        Err(format!(
+            "match expression '{}' is too complex: more than {limit} {what}",
+            expr.chars().take(80).collect::<String>()
+        ))
+    };
+    if expr.len() > MAX_LENGTH {
+        return too_big("characters", MAX_LENGTH);
+    }
+    let (mut depth, mut max_depth, mut operators, mut members) = (0usize, 0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            if c == '\\' {
+                chars.next();
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '?' => operators += 1,
+            '=' | '!' if chars.peek() == Some(&'=') => {
+                chars.next();
+                operators += 1;
+            }
+            '&' | '|' if chars.peek() == Some(&c) => {
+                chars.next();
+                operators += 1;
+            }
+            '.' => members += 1,
+            _ => {}
+        }
+    }
+    if max_depth > MAX_NESTING {
+        return too_big("levels of brackets", MAX_NESTING);
+    }
+    if operators > MAX_OPERATORS {
+        return too_big("operators", MAX_OPERATORS);
+    }
+    if members > MAX_MEMBERS {
+        return too_big("member accesses", MAX_MEMBERS);
+    }
+    Ok(())
+}
+
+/// Compiles on a thread with a generous stack: the parser recurses on the expression.
+fn compile(expr: &str) -> Result<cel::Program, String> {
+    let owned = expr.to_owned();
+    let compiled = std::thread::Builder::new()
+        .name("cel-compile".into())
+        .stack_size(16 << 20)
+        .spawn(move || cel::Program::compile(&owned).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot compile match expression '{expr}': {e}"))?
+        .join()
+        .map_err(|_| format!("cannot compile match expression '{expr}'"))?;
+    compiled.map_err(|e| format!("invalid match expression '{expr}': {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +189,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.route(&event(serde_json::json!({"type": "b"}))), None);
         assert!(Router::new(&[("event.type ==".into(), "/a".into())]).is_err());
+        let deep = "(".repeat(20) + "true" + &")".repeat(20);
+        assert!(Router::new(&[(deep, "/a".into())]).is_err_and(|e| e.contains("too complex")));
+        let chain = "1 + ".repeat(40) + "1 > 0";
+        assert!(Router::new(&[(chain, "/a".into())]).is_err());
+        let ok = r#"event.type == "a" && (event.data.n > 1 || event.data.s == "x+y-z")"#;
+        assert!(Router::new(&[(ok.into(), "/a".into())]).is_ok());
     }
 }

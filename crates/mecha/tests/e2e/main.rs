@@ -10,6 +10,7 @@ mod bindings_db;
 mod bindings_grpc_app;
 mod cli;
 mod configuration;
+mod fuzz_api;
 mod grpc_api;
 mod http_api;
 mod invoke;
