@@ -192,21 +192,7 @@ impl InvokeService {
                 .await
                 .map_err(|e| invoke_error(target, e));
         }
-        let (app_id, namespace) = split_target(target, &self.namespace);
-        if app_id == self.app_id && namespace == self.namespace {
-            let app = self.app.as_ref().ok_or_else(|| {
-                invoke_error(target, "this sidecar has no app channel (--app-port)")
-            })?;
-            let h = req.headers_mut();
-            h.insert(CALLER, header(&self.app_id));
-            h.insert(CALLEE, header(&self.app_id));
-            return forward::to_app(app, Kind::Http, req, None, self.app_pipeline.as_deref())
-                .await
-                .map_err(|e| invoke_error(target, e));
-        }
-        let policy = self.resiliency.app(app_id);
-        self.observed_to_peer(target, app_id, namespace, Kind::Http, req, &policy)
-            .await
+        self.route(target, Kind::Http, req).await
     }
 
     /// Passes a gRPC call (`req` as received, path `/package.Service/Method`) to `target`'s
@@ -217,22 +203,7 @@ impl InvokeService {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, ApiError> {
         forward::strip_request_headers(req.headers_mut());
-        let (app_id, namespace) = split_target(target, &self.namespace);
-        if app_id == self.app_id && namespace == self.namespace {
-            let app = self.app.as_ref().ok_or_else(|| {
-                invoke_error(target, "this sidecar has no app channel (--app-port)")
-            })?;
-            let h = req.headers_mut();
-            h.insert(CALLER, header(&self.app_id));
-            h.insert(CALLEE, header(&self.app_id));
-            return forward::to_app(app, Kind::Grpc, req, None, None)
-                .await
-                .map_err(|e| invoke_error(target, e));
-        }
-        // gRPC calls stream: no retries, the policy's timeout and breaker only.
-        let policy = self.resiliency.app(app_id);
-        self.observed_to_peer(target, app_id, namespace, Kind::Grpc, req, &policy)
-            .await
+        self.route(target, Kind::Grpc, req).await
     }
 
     /// [`InvokeService::to_peer`], counted in the invocation metrics.
@@ -299,6 +270,33 @@ impl InvokeService {
         };
         m.invoke_res_recv(app_id, &method, &status, started.elapsed());
         result
+    }
+
+    /// Sends a call to `target`: this sidecar's own app directly, another app id through one
+    /// of its sidecars under the app's resiliency policy (streamed gRPC calls get its timeout
+    /// and breaker; retries need a buffered body).
+    async fn route(
+        &self,
+        target: &str,
+        kind: Kind,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ApiError> {
+        let (app_id, namespace) = split_target(target, &self.namespace);
+        if app_id == self.app_id && namespace == self.namespace {
+            let app = self.app.as_ref().ok_or_else(|| {
+                invoke_error(target, "this sidecar has no app channel (--app-port)")
+            })?;
+            let h = req.headers_mut();
+            h.insert(CALLER, header(&self.app_id));
+            h.insert(CALLEE, header(&self.app_id));
+            let pipeline = self.app_pipeline.as_deref().filter(|_| kind == Kind::Http);
+            return forward::to_app(app, kind, req, None, pipeline)
+                .await
+                .map_err(|e| invoke_error(target, e));
+        }
+        let policy = self.resiliency.app(app_id);
+        self.observed_to_peer(target, app_id, namespace, kind, req, &policy)
+            .await
     }
 
     async fn to_peer(
