@@ -130,8 +130,6 @@ impl InvokeService {
         app: Option<Arc<AppChannel>>,
         endpoints: HttpEndpoints,
         resiliency: Arc<Resiliency>,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
-        tracer: crate::trace::Tracer,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -149,8 +147,8 @@ impl InvokeService {
             endpoints,
             resiliency,
             balancer: Balancer::default(),
-            metrics,
-            tracer,
+            metrics: None,
+            tracer: crate::trace::Tracer::disabled(),
             access_control: None,
             app_pipeline: None,
         }
@@ -159,6 +157,17 @@ impl InvokeService {
     /// Passes HTTP calls into the app through the Configuration's `appHttpPipeline`.
     pub fn with_app_pipeline(mut self, p: Option<Arc<crate::middleware::Pipeline>>) -> Self {
         self.app_pipeline = p;
+        self
+    }
+
+    /// Records calls in `metrics` and traces them with `tracer`.
+    pub fn with_observability(
+        mut self,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        tracer: crate::trace::Tracer,
+    ) -> Self {
+        self.metrics = metrics;
+        self.tracer = tracer;
         self
     }
 

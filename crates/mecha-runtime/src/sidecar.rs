@@ -249,9 +249,8 @@ impl Sidecar {
                     app.clone(),
                     endpoints,
                     resiliency.clone(),
-                    metrics.clone(),
-                    tracer.clone(),
                 )
+                .with_observability(metrics.clone(), tracer.clone())
                 .with_access_control(access_control)
                 .with_app_pipeline(app_pipeline),
             ),

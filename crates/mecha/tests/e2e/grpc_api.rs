@@ -194,7 +194,7 @@ async fn token_unimplemented_and_size_limits() {
     req.metadata_mut()
         .insert("dapr-api-token", "s3cret".parse().unwrap());
     assert_eq!(
-        c.schedule_job_alpha1(req).await.unwrap_err().code(),
+        c.schedule_job(req).await.unwrap_err().code(),
         Code::Unimplemented
     );
 
