@@ -63,11 +63,12 @@ fn item(key: &str) -> StateItem {
     }
 }
 
-/// Runs `call` from `load.concurrency` workers for `load.duration`, after a 300 ms warm-up.
+/// Runs `call` from `load.concurrency` workers for `load.duration`, after a warm-up of 300 ms
+/// (a fifth of the duration when that is shorter, as in quick runs).
 pub(crate) async fn run(load: Load, call: Call) -> anyhow::Result<Outcome> {
     drive(
         Load {
-            duration: Duration::from_millis(300),
+            duration: Duration::from_millis(300).min(load.duration / 5),
             ..load
         },
         call.clone(),
@@ -234,4 +235,90 @@ pub(crate) fn http_binding(port: u16, name: &str, body: String, concurrency: usi
             send(&c, req).await
         })
     })
+}
+
+/// Runs `call` at a constant `rate` (requests per second) from `workers` workers for
+/// `duration`: request `i` is due at `start + i / rate`, worker `w` sends requests
+/// `w, w + workers, …`. A request sent late because the worker's previous one was still
+/// running is measured from its due time, so a slow answer also counts against the requests
+/// queued behind it (no coordinated omission, as `oha -q` with `--latency-correction`); a
+/// request sent on time is measured from when it was sent.
+pub(crate) async fn paced(
+    rate: u32,
+    workers: usize,
+    duration: Duration,
+    call: Call,
+) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let total = (f64::from(rate) * duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs(1) / rate.max(1);
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            let mut i = worker as u64;
+            while i < total {
+                let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+                // Behind schedule, latency counts from the due time; on schedule, from the
+                // wake-up, as the runtime's timer wakes up to a millisecond late.
+                let sent = if Instant::now() >= due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                };
+                let ok = call(worker).await;
+                hist.record(sent.elapsed().as_micros().max(1) as u64)?;
+                errors += u64::from(!ok);
+                i += workers as u64;
+            }
+            anyhow::Ok((hist, errors))
+        }));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.context("worker panicked")??;
+        latency_us.add(h)?;
+        errors += e;
+    }
+    Ok(Outcome {
+        latency_us,
+        errors,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The target app of the invocation scenarios: an HTTP/1.1 server that reads each request's
+/// body and answers `body_len` bytes with 200, except under `/dapr/` (the paths a sidecar asks
+/// its app for configuration and subscriptions), which answer 404 as an app without them does.
+pub(crate) async fn app_server(port: u16, body_len: usize) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let body = Bytes::from(vec![b'x'; body_len]);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        let dapr = req.uri().path().starts_with("/dapr/");
+                        let _ = req.into_body().collect().await;
+                        let mut res =
+                            hyper::Response::new(Full::new(if dapr { Bytes::new() } else { body }));
+                        if dapr {
+                            *res.status_mut() = http::StatusCode::NOT_FOUND;
+                        }
+                        Ok::<_, Infallible>(res)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
 }

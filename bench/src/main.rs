@@ -12,7 +12,10 @@
 //! concurrency.
 
 mod direct;
+mod grpc_echo;
+mod invoke;
 mod load;
+mod plots;
 mod procs;
 mod pubsub;
 mod report;
@@ -36,28 +39,37 @@ async fn main() -> anyhow::Result<()> {
             let port: u16 = args.get(1).context("bare-server PORT")?.parse()?;
             load::bare_server(port).await
         }
-        Some(cmd @ ("all" | "pubsub")) => {
+        Some("app-server") => {
+            let port: u16 = args.get(1).context("app-server PORT BYTES")?.parse()?;
+            let bytes: usize = args.get(2).context("app-server PORT BYTES")?.parse()?;
+            load::app_server(port, bytes).await
+        }
+        Some("grpc-echo") => {
+            let port: u16 = args.get(1).context("grpc-echo PORT")?.parse()?;
+            grpc_echo::serve(port).await
+        }
+        Some(cmd @ ("all" | "pubsub" | "invoke")) => {
             let quick = args.iter().any(|a| a == "--quick");
             let mecha = flag(&args, "--mecha")
                 .map(PathBuf::from)
                 .unwrap_or(default_mecha()?);
-            let default_out = if cmd == "all" {
-                "bench/RESULTS.md"
-            } else {
-                "target/bench-pubsub.md"
+            let default_out = match cmd {
+                "all" => "bench/RESULTS.md",
+                "invoke" => "target/bench-invoke.md",
+                _ => "target/bench-pubsub.md",
             };
             let out = flag(&args, "--out")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| default_out.into());
-            if cmd == "all" {
-                all(&mecha, &out, quick).await
-            } else {
-                pubsub_only(&mecha, &out, quick).await
+            match cmd {
+                "all" => all(&mecha, &out, quick).await,
+                "invoke" => invoke_only(&mecha, &out, quick).await,
+                _ => pubsub_only(&mecha, &out, quick).await,
             }
         }
         _ => {
             bail!(
-                "usage: mecha-bench all|pubsub [--quick] [--mecha PATH] [--out FILE] | bare-server PORT"
+                "usage: mecha-bench all|pubsub|invoke [--quick] [--mecha PATH] [--out FILE] | bare-server PORT | app-server PORT BYTES | grpc-echo PORT"
             )
         }
     }
@@ -87,7 +99,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn scenario_duration(quick: bool) -> Duration {
     if quick {
-        Duration::from_secs(2)
+        Duration::from_millis(500)
     } else {
         Duration::from_secs(10)
     }
@@ -110,6 +122,35 @@ async fn baseline(report: &mut Report, duration: Duration) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The service invocation scenarios and their plots, into `report`; the plots go to a `plots`
+/// folder next to `out`.
+async fn invocation(mecha: &Path, out: &Path, quick: bool, report: &mut Report) {
+    let mut inv = invoke::run(mecha, quick).await;
+    let dir = out.parent().unwrap_or(Path::new(".")).join("plots");
+    match plots::draw(&inv, &dir) {
+        Ok(p) => {
+            report.plots = p
+                .into_iter()
+                .map(|(title, file)| (title, format!("plots/{file}")))
+                .collect();
+        }
+        Err(e) => {
+            eprintln!("plots failed: {e:#}");
+            inv.notes.push(format!("The plots were not drawn: {e:#}"));
+        }
+    }
+    report.invoke = Some(inv);
+}
+
+/// The invocation scenarios alone (`mecha-bench invoke`).
+async fn invoke_only(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
+    let mut report = Report::new(quick, scenario_duration(quick));
+    invocation(mecha, out, quick, &mut report).await;
+    report.write(out)?;
+    eprintln!("Wrote {}", out.display());
+    report.check()
+}
+
 /// The pub/sub scenarios alone, with their own baseline (`mecha-bench pubsub`).
 async fn pubsub_only(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     let duration = scenario_duration(quick);
@@ -120,7 +161,7 @@ async fn pubsub_only(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()
     pubsub::run(mecha, &mut report, duration, quick, &mut brokers).await;
     report.write(out)?;
     eprintln!("Wrote {}", out.display());
-    Ok(())
+    report.check()
 }
 
 async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
@@ -212,11 +253,13 @@ async fn all(mecha: &Path, out: &Path, quick: bool) -> anyhow::Result<()> {
     let mut brokers = pubsub::Brokers::new(redis.clone(), nats)?;
     pubsub::run(mecha, &mut report, duration, quick, &mut brokers).await;
 
+    invocation(mecha, out, quick, &mut report).await;
+
     eprintln!("Footprint and start-up …");
     report.footprint = Some(Footprint::measure(mecha, if quick { 5 } else { 20 }).await?);
     report.write(out)?;
     eprintln!("Wrote {}", out.display());
-    Ok(())
+    report.check()
 }
 
 async fn drop_pg_table(url: &str, table: &str) {

@@ -1,4 +1,5 @@
-//! The processes a run starts: the bare HTTP server and sidecars, with their footprint.
+//! The processes a run starts: the bare HTTP server, the invocation target apps, HAProxy and
+//! sidecars, with their footprint.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,11 +104,24 @@ fn spawn_sidecar(
     grpc: u16,
     app_port: Option<u16>,
 ) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(mecha);
-    cmd.args(["sidecar", "--app-id", "bench", "--log-level", "warn"]);
+    let mut extra = Vec::new();
     if let Some(port) = app_port {
-        cmd.args(["--app-port", &port.to_string()]);
+        extra.extend(["--app-port".to_owned(), port.to_string()]);
     }
+    spawn_mecha(mecha, "bench", res, http, grpc, &extra)
+}
+
+fn spawn_mecha(
+    mecha: &Path,
+    app_id: &str,
+    res: &Path,
+    http: u16,
+    grpc: u16,
+    extra: &[String],
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(mecha);
+    cmd.args(["sidecar", "--app-id", app_id, "--log-level", "warn"]);
+    cmd.args(extra);
     cmd.args([
         "--dapr-http-port",
         &http.to_string(),
@@ -121,6 +135,92 @@ fn spawn_sidecar(
     .stdout(Stdio::null())
     .spawn()
     .with_context(|| format!("cannot start {}", mecha.display()))
+}
+
+/// User plus system CPU seconds process `pid` has used so far.
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    Ok(ticks / 100.0)
+}
+
+/// Current resident memory (VmRSS) of `pid` in kB.
+pub(crate) fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// Peak resident memory (VmHWM) of `pid` in kB.
+pub(crate) fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub(crate) async fn wait_listening(port: u16, what: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("{what} did not listen on port {port} within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// A child process of this binary serving on a free port (`app-server`, `grpc-echo`), or any
+/// other server process the harness starts and stops (HAProxy).
+pub(crate) struct Helper {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Helper {
+    /// Runs `mecha-bench <command> PORT <args…>` and waits until it listens.
+    pub(crate) async fn start_self(command: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg(command)
+            .arg(port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let h = Self { child, port };
+        wait_listening(port, command).await?;
+        Ok(h)
+    }
+
+    /// Wraps a started process that listens on `port`, and waits until it does.
+    pub(crate) async fn adopt(child: Child, port: u16, what: &str) -> anyhow::Result<Self> {
+        let h = Self { child, port };
+        wait_listening(port, what).await?;
+        Ok(h)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Reads a `/proc/<pid>/status` field in kB.
@@ -217,32 +317,54 @@ impl Sidecar {
 
     /// User plus system CPU seconds the sidecar has used so far.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let after_comm = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .context("bad /proc stat")?;
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        Ok(ticks / 100.0)
+        cpu_seconds(self.child.id())
     }
 
     /// Peak resident memory (VmHWM) in kB.
     pub(crate) fn peak_rss_kb(&self) -> anyhow::Result<u64> {
-        status_kb(self.child.id(), "VmHWM:")
+        peak_rss_kb(self.child.id())
     }
 
     /// Current resident memory (VmRSS) in kB.
     pub(crate) fn rss_kb(&self) -> anyhow::Result<u64> {
-        status_kb(self.child.id(), "VmRSS:")
+        rss_kb(self.child.id())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A sidecar for service invocation: app id `app_id`, the Configuration file `config` (its
+    /// name resolution), no components, and with `app` = (port, protocol) an app behind it.
+    /// Ready once `/v1.0/healthz` answers 204 (with an app, that includes the app channel).
+    pub(crate) async fn start_invoke(
+        mecha: &Path,
+        app_id: &str,
+        config: &Path,
+        app: Option<(u16, &str)>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let res = write_components(dir.path(), &[])?;
+        let (http_port, grpc_port) = (free_port()?, free_port()?);
+        let mut extra = vec!["--config".to_owned(), config.display().to_string()];
+        if let Some((port, protocol)) = app {
+            extra.extend([
+                "--app-port".to_owned(),
+                port.to_string(),
+                "--app-protocol".to_owned(),
+                protocol.to_owned(),
+            ]);
+        }
+        let child = spawn_mecha(mecha, app_id, &res, http_port, grpc_port, &extra)?;
+        let s = Self {
+            child,
+            _dir: dir,
+            http_port,
+            grpc_port,
+        };
+        wait_healthy(http_port, OUTBOUND, Duration::from_secs(10)).await?;
+        wait_healthy(http_port, HEALTHZ, Duration::from_secs(10)).await?;
+        Ok(s)
     }
 }
 

@@ -473,7 +473,7 @@ async fn deliver(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let lat_sent = usize::try_from(u64::from(RATE) * duration.as_secs()).unwrap_or(2000);
+    let lat_sent = (f64::from(RATE) * duration.as_secs_f64()) as usize;
     app.expect(&lat_topic, lat_sent)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / RATE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

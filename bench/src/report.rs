@@ -8,7 +8,7 @@ use crate::load::{Load, Outcome};
 
 const HISTORY_MARK: &str = "<!-- history rows -->";
 /// Columns of the history table.
-const HISTORY_COLUMNS: usize = 9;
+const HISTORY_COLUMNS: usize = 12;
 
 /// One table row.
 pub(crate) struct Row {
@@ -64,6 +64,10 @@ pub(crate) struct Report {
     pub(crate) notes: Vec<String>,
     pub(crate) peak_rss_kb: Vec<(String, u64)>,
     pub(crate) footprint: Option<Footprint>,
+    /// The service invocation scenarios, when they ran.
+    pub(crate) invoke: Option<crate::invoke::Results>,
+    /// Plots written next to the report: (title, path relative to the report).
+    pub(crate) plots: Vec<(String, String)>,
 }
 
 impl Row {
@@ -123,6 +127,26 @@ impl Report {
             notes: Vec::new(),
             peak_rss_kb: Vec::new(),
             footprint: None,
+            invoke: None,
+            plots: Vec::new(),
+        }
+    }
+
+    /// An error when a scenario could not run (the report says which); missed targets are not
+    /// errors.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        let failed: Vec<&String> = self
+            .notes
+            .iter()
+            .chain(self.invoke.iter().flat_map(|i| &i.notes))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            for f in &failed {
+                eprintln!("Scenario failure: {f}");
+            }
+            anyhow::bail!("{} scenario(s) could not run", failed.len())
         }
     }
 
@@ -390,13 +414,19 @@ impl Report {
         }
 
         let publish_added = self.write_pubsub(&mut s)?;
+        if let Some(inv) = &self.invoke {
+            self.write_invoke(&mut s, inv)?;
+        }
 
         writeln!(s, "\n## History\n")?;
         writeln!(
             s,
-            "| date | mode | added GET p50 µs | in-memory HTTP GET c=16 req/s | sqlite HTTP SAVE c=16 req/s | idle RSS MB | healthy ms | publish added p50 µs | in-memory delivered msg/s |"
+            "| date | mode | added GET p50 µs | in-memory HTTP GET c=16 req/s | sqlite HTTP SAVE c=16 req/s | idle RSS MB | healthy ms | publish added p50 µs | in-memory delivered msg/s | invoke added p50 µs | invoke added p99 µs | Mecha/HAProxy added p50 |"
         )?;
-        writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(
+            s,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
         writeln!(s, "{HISTORY_MARK}")?;
         for line in old_history {
             // Rows written before a column existed get `-` in it.
@@ -416,9 +446,22 @@ impl Report {
             .iter()
             .find(|d| d.broker == "pubsub.in-memory")
             .map_or("-".to_owned(), |d| format!("{:.0}", d.delivered_rps));
+        let inv = self.invoke.as_ref();
+        let inv_added = |p: &str| {
+            inv.and_then(|i| i.added(false, crate::invoke::MECHA, p))
+                .map_or("-".to_owned(), |a| format!("{a:.0}"))
+        };
+        let inv_ratio = inv
+            .and_then(|i| {
+                ratio(
+                    i.added(false, crate::invoke::MECHA, "p50")?,
+                    i.added(false, crate::invoke::HAPROXY, "p50")?,
+                )
+            })
+            .map_or("-".to_owned(), |r| format!("{r:.2}"));
         writeln!(
             s,
-            "| {date} | {} | {} | {} | {} | {} | {} | {} | {delivered} |",
+            "| {date} | {} | {} | {} | {} | {} | {} | {} | {delivered} | {} | {} | {inv_ratio} |",
             if self.quick { "quick" } else { "full" },
             added.map_or("-".into(), |a| a.0.to_string()),
             rps("state.in-memory", "GET"),
@@ -432,8 +475,247 @@ impl Report {
                 f.healthy_median.as_secs_f64() * 1e3
             )),
             publish_added.map_or("-".into(), |a| a.to_string()),
+            inv_added("p50"),
+            inv_added("p99"),
         )?;
         std::fs::write(out, s)?;
+        Ok(())
+    }
+}
+
+/// `mecha / haproxy`, when HAProxy's figure is positive.
+fn ratio(mecha: f64, haproxy: f64) -> Option<f64> {
+    (haproxy > 0.0).then(|| mecha / haproxy)
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+impl Report {
+    /// The service invocation section: tables, plots and the figures against their targets.
+    fn write_invoke(&self, s: &mut String, inv: &crate::invoke::Results) -> anyhow::Result<()> {
+        use crate::invoke::{BASELINE, BODY, CONNECTIONS, HAPROXY, MECHA, RATE};
+        writeln!(s, "\n## Service invocation\n")?;
+        writeln!(
+            s,
+            "The same {BODY}-byte POST (HTTP) or {BODY}-byte echo message (gRPC) to the same app, \
+             measured in one run on three paths: **baseline** (client → app), **{HAPROXY}** (client \
+             → HAProxy → HAProxy → app: two HAProxy processes, `mode http`, keep-alive on both sides, \
+             `http-reuse always`, `nbthread 2` each) and **{MECHA}** (client → caller sidecar \
+             `/v1.0/invoke/bench-b/method/echo` → callee sidecar → app; the sidecars find each \
+             other through SQLite name resolution and talk HTTP/2). The HTTP app is a hyper \
+             HTTP/1.1 server in a child process answering {BODY} bytes; HTTP load is `oha` with \
+             {CONNECTIONS} connections: **{RATE} req/s constant rate** with `--latency-correction` \
+             for {:?} per target (latency from each request's scheduled time), then a **closed \
+             loop** for saturation ({:?} per target). gRPC: a tonic echo service in a child process, load from this harness on \
+             one HTTP/2 connection ({CONNECTIONS} workers): paced at {RATE} req/s (latency from the \
+             send time, or from the scheduled time when a worker fell behind) and a closed loop; HAProxy forwards it in h2c mode, the sidecars by \
+             `dapr-app-id` proxying. After a warm-up at the same rate, each phase runs in {} \
+             interleaved rounds (every target once per round, in turn); the figures are the \
+             median over rounds of each percentile and of req/s. \"Added\" = target − baseline at the same percentile. CPU \
+             is user+system time of each proxy process (`/proc/<pid>/stat`) over the phase, per \
+             1000 successful requests; RSS is sampled half-way through each phase. Tools: {}.\n",
+            inv.duration, inv.sat_duration, inv.rounds, inv.tools
+        )?;
+        for (grpc, title) in [(false, "HTTP"), (true, "gRPC")] {
+            let list = if grpc { &inv.grpc } else { &inv.http };
+            if list.is_empty() {
+                continue;
+            }
+            writeln!(s, "### {title}: latency at {RATE} req/s and saturation\n")?;
+            writeln!(
+                s,
+                "| target | p50 µs | p90 µs | p99 µs | p99.9 µs | added p50 | added p90 | added p99 | added p99.9 | req/s achieved | errors | closed-loop req/s | closed-loop p50 µs | closed-loop p99 µs | closed-loop errors |"
+            )?;
+            writeln!(
+                s,
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            )?;
+            let ps = ["p50", "p90", "p99", "p99.9"];
+            for t in list {
+                let mut line = format!("| {} |", t.name);
+                for p in ps {
+                    line.push_str(&format!(" {:.0} |", t.rate.pct(p).unwrap_or(f64::NAN)));
+                }
+                for p in ps {
+                    let a = if t.name == BASELINE {
+                        "-".to_owned()
+                    } else {
+                        inv.added(grpc, t.name, p)
+                            .map_or("-".to_owned(), |a| format!("{a:.0}"))
+                    };
+                    line.push_str(&format!(" {a} |"));
+                }
+                line.push_str(&format!(
+                    " {:.0} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                    t.rate.rps,
+                    t.rate.errors,
+                    t.sat.rps,
+                    t.sat.pct("p50").unwrap_or(f64::NAN),
+                    t.sat.pct("p99").unwrap_or(f64::NAN),
+                    t.sat.errors
+                ));
+                writeln!(s, "{line}")?;
+            }
+            if inv.target(grpc, HAPROXY).is_some() {
+                let mut line = format!("| {MECHA} added ÷ {HAPROXY} added | | | | |");
+                for p in ps {
+                    let r = inv
+                        .added(grpc, MECHA, p)
+                        .zip(inv.added(grpc, HAPROXY, p))
+                        .and_then(|(m, h)| ratio(m, h));
+                    line.push_str(&format!(
+                        " {} |",
+                        r.map_or("-".to_owned(), |r| format!("{r:.2}"))
+                    ));
+                }
+                let sat = inv
+                    .target(grpc, MECHA)
+                    .zip(inv.target(grpc, HAPROXY))
+                    .and_then(|(m, h)| ratio(m.sat.rps, h.sat.rps));
+                line.push_str(&format!(
+                    " | | {} | | | |",
+                    sat.map_or("-".to_owned(), |r| format!("{r:.2}"))
+                ));
+                writeln!(s, "{line}")?;
+            }
+            writeln!(s, "\n#### {title}: proxy processes\n")?;
+            writeln!(
+                s,
+                "| target | process | idle RSS MB | RSS at {RATE} req/s MB | RSS closed loop MB | peak RSS MB | CPU s / 1000 req at {RATE} req/s | CPU s / 1000 req closed loop |"
+            )?;
+            writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+            for t in list {
+                for (i, p) in t.processes.iter().enumerate() {
+                    let get = |v: &[u64]| v.get(i).map_or("-".to_owned(), |k| mb(*k));
+                    let c = |m: &crate::invoke::Measure| {
+                        m.cpu_per_1000(i)
+                            .map_or("-".to_owned(), |c| format!("{c:.3}"))
+                    };
+                    writeln!(
+                        s,
+                        "| {} | {p} | {} | {} | {} | {} | {} | {} |",
+                        t.name,
+                        get(&t.idle_rss_kb),
+                        get(&t.rate.rss_kb),
+                        get(&t.sat.rss_kb),
+                        get(&t.peak_rss_kb),
+                        c(&t.rate),
+                        c(&t.sat),
+                    )?;
+                }
+            }
+            writeln!(s)?;
+        }
+        if !self.plots.is_empty() {
+            writeln!(s, "### Plots\n")?;
+            for (title, path) in &self.plots {
+                writeln!(s, "- [{title}]({path})")?;
+            }
+            for (title, path) in &self.plots {
+                writeln!(s, "\n![{title}]({path})")?;
+            }
+            writeln!(s)?;
+        }
+
+        writeln!(s, "### Invocation headline figures against targets\n")?;
+        for (grpc, title) in [(false, "HTTP"), (true, "gRPC")] {
+            let (Some(p50), Some(p99)) =
+                (inv.added(grpc, MECHA, "p50"), inv.added(grpc, MECHA, "p99"))
+            else {
+                continue;
+            };
+            let h50 = inv.added(grpc, HAPROXY, "p50");
+            let h99 = inv.added(grpc, HAPROXY, "p99");
+            let vs = match (h50, h99) {
+                (Some(h50), Some(h99)) => format!(
+                    "; {HAPROXY} adds {h50:.0} µs p50 / {h99:.0} µs p99, so Mecha adds {} / {} of that (target ≤ 1.00: {} / {})",
+                    ratio(p50, h50).map_or("-".to_owned(), |r| format!("{r:.2}×")),
+                    ratio(p99, h99).map_or("-".to_owned(), |r| format!("{r:.2}×")),
+                    met(p50 <= h50.max(0.0)),
+                    met(p99 <= h99.max(0.0)),
+                ),
+                _ => String::new(),
+            };
+            writeln!(
+                s,
+                "- {title} invocation through two sidecars at {RATE} req/s adds **{p50:.0} µs p50** (target ≤ 150 µs: {}) and **{p99:.0} µs p99** (target ≤ 400 µs: {}){vs}.",
+                met(p50 <= 150.0),
+                met(p99 <= 400.0),
+            )?;
+            if let (Some(m), Some(h)) = (inv.target(grpc, MECHA), inv.target(grpc, HAPROXY)) {
+                writeln!(
+                    s,
+                    "- {title} saturation ({CONNECTIONS} connections, closed loop): Mecha **{:.0} req/s**, {HAPROXY} {:.0} req/s, baseline {:.0} req/s (target Mecha ≥ {HAPROXY}: {}).",
+                    m.sat.rps,
+                    h.sat.rps,
+                    inv.target(grpc, BASELINE).map_or(0.0, |b| b.sat.rps),
+                    met(m.sat.rps >= h.sat.rps),
+                )?;
+            }
+            if let Some(m) = inv.target(grpc, MECHA) {
+                let per: Vec<String> = (0..m.processes.len())
+                    .map(|i| {
+                        format!(
+                            "{} {:.3}",
+                            m.processes[i],
+                            m.rate.cpu_per_1000(i).unwrap_or(f64::NAN)
+                        )
+                    })
+                    .collect();
+                let worst = (0..m.processes.len())
+                    .filter_map(|i| m.rate.cpu_per_1000(i))
+                    .fold(0.0, f64::max);
+                let h = inv.target(grpc, HAPROXY).map_or(String::new(), |h| {
+                    let per: Vec<String> = (0..h.processes.len())
+                        .map(|i| format!("{:.3}", h.rate.cpu_per_1000(i).unwrap_or(f64::NAN)))
+                        .collect();
+                    format!(" (HAProxy: {})", per.join(", "))
+                });
+                writeln!(
+                    s,
+                    "- {title} CPU per sidecar at {RATE} req/s: {} CPU-s per 1000 requests{h} (target ≤ 0.05: {}).",
+                    per.join(", "),
+                    met(worst <= 0.05),
+                )?;
+                let under = m
+                    .rate
+                    .rss_kb
+                    .iter()
+                    .chain(&m.sat.rss_kb)
+                    .chain(&m.peak_rss_kb)
+                    .copied()
+                    .max()
+                    .unwrap_or(0);
+                let idle = m.idle_rss_kb.iter().copied().max().unwrap_or(0);
+                writeln!(
+                    s,
+                    "- {title} sidecar RSS: at most **{} MB under load** (peak over both phases, target ≤ 20 MB: {}); {} MB idle before the load (target ≤ 10 MB: {}).",
+                    mb(under),
+                    met(under <= 20 * 1024),
+                    mb(idle),
+                    met(idle <= 10 * 1024),
+                )?;
+            }
+        }
+        if let Some(f) = &self.footprint {
+            writeln!(
+                s,
+                "- Idle RSS of a sidecar with a SQLite store: {} MB (target ≤ 10 MB: {}); start to healthy: median {:.1} ms (target ≤ 50 ms: {}).",
+                mb(f.idle_rss_kb),
+                met(f.idle_rss_kb <= 10 * 1024),
+                f.healthy_median.as_secs_f64() * 1e3,
+                met(f.healthy_median <= Duration::from_millis(50)),
+            )?;
+        }
+        for n in &inv.notes {
+            writeln!(s, "- {n}")?;
+        }
         Ok(())
     }
 }
