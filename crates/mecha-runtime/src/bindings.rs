@@ -95,9 +95,9 @@ impl BindingsService {
         mut req: InvokeRequest,
         parent: Option<crate::trace::SpanContext>,
     ) -> Result<InvokeResponse, ApiError> {
-        let span = self.tracer.start(
+        let span = self.tracer.start_lazy(
             parent,
-            &format!("bindings/{name}/{}", req.operation),
+            || format!("bindings/{name}/{}", req.operation),
             crate::trace::SpanKind::Client,
         );
         if let Some(ctx) = span.context() {
@@ -246,9 +246,9 @@ fn deliver_to(
             route.clone(),
         );
         Box::pin(async move {
-            let span = tracer.start(
+            let span = tracer.start_lazy(
                 None,
-                &format!("bindings/{name}"),
+                || format!("bindings/{name}"),
                 crate::trace::SpanKind::Consumer,
             );
             if let Some(ctx) = span.context() {

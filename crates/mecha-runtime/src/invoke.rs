@@ -225,12 +225,12 @@ impl InvokeService {
         mut req: Request<Body>,
         policy: &Policy,
     ) -> Result<Response<Body>, ApiError> {
-        let mut span = self.tracer.start(
+        let mut span = self.tracer.start_lazy(
             req.extensions()
                 .get::<crate::trace::SpanContext>()
                 .cloned()
                 .or_else(|| crate::trace::SpanContext::from_headers(req.headers())),
-            &format!("CallLocal/{app_id}{}", req.uri().path()),
+            || format!("CallLocal/{app_id}{}", req.uri().path()),
             crate::trace::SpanKind::Client,
         );
         if let Some(ctx) = span.context() {
@@ -523,9 +523,9 @@ impl InvokeService {
         let mut req = req;
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);
-        let span = self.tracer.start(
+        let span = self.tracer.start_lazy(
             crate::trace::SpanContext::from_headers(req.headers()),
-            &format!("CallLocal/{}{}", self.app_id, req.uri().path()),
+            || format!("CallLocal/{}{}", self.app_id, req.uri().path()),
             crate::trace::SpanKind::Server,
         );
         if let Some(ctx) = span.context() {

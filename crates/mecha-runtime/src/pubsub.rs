@@ -428,11 +428,11 @@ impl PubSubService {
             return Err(forbidden(&req.pubsub, &req.topic, &self.app_id));
         }
         let raw = raw_payload(&req.metadata)?;
-        let span = self.tracer.start(
+        let span = self.tracer.start_lazy(
             req.traceparent
                 .as_deref()
                 .and_then(crate::trace::SpanContext::from_traceparent),
-            &format!("publish/{}/{}", req.pubsub, req.topic),
+            || format!("publish/{}/{}", req.pubsub, req.topic),
             crate::trace::SpanKind::Producer,
         );
         let (traceparent, tracestate) = match span.context() {
@@ -989,12 +989,12 @@ impl Route {
         }
         // A consumer span, child of the publisher's context carried in the event; the app gets
         // the span's context.
-        let span = self.tracer.start(
+        let span = self.tracer.start_lazy(
             event
                 .get("traceparent")
                 .and_then(serde_json::Value::as_str)
                 .and_then(crate::trace::SpanContext::from_traceparent),
-            &format!("pubsub/{}/{}", self.pubsub, self.topic),
+            || format!("pubsub/{}/{}", self.pubsub, self.topic),
             crate::trace::SpanKind::Consumer,
         );
         let mut event = event;

@@ -131,9 +131,9 @@ async fn trace_api(State(s): State<Arc<Services>>, mut req: Request, next: Next)
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| path.to_owned(), |m| m.as_str().to_owned());
-    let mut span = s.tracer.start(
+    let mut span = s.tracer.start_lazy(
         parent,
-        &format!("{} {route}", req.method()),
+        || format!("{} {route}", req.method()),
         crate::trace::SpanKind::Server,
     );
     span.set_attribute("http.method", req.method().as_str());

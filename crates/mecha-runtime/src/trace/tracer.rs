@@ -303,6 +303,20 @@ impl Tracer {
         }
     }
 
+    /// [`Tracer::start`] with the name built only when tracing is enabled (no allocation on
+    /// the request path otherwise).
+    pub fn start_lazy(
+        &self,
+        parent: Option<SpanContext>,
+        name: impl FnOnce() -> String,
+        kind: SpanKind,
+    ) -> Span {
+        if self.inner.is_none() {
+            return Span::noop();
+        }
+        self.start(parent, &name(), kind)
+    }
+
     /// Exports every span ended before this call, waiting for the export to finish (or fail).
     pub async fn flush(&self) {
         let Some(tx) = self.inner.as_ref().and_then(|i| i.exporter.clone()) else {
