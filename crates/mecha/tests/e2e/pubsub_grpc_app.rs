@@ -210,7 +210,10 @@ async fn grpc_app_gets_routed_retried_dropped_and_bulk_events() {
     assert_eq!(gold.data_content_type, "application/json");
     assert_eq!(token.as_deref(), Some("app-secret"));
     let flaky = at("/flaky");
-    assert_eq!(flaky[0].0.id, flaky[1].0.id, "RETRY redelivers the same event");
+    assert_eq!(
+        flaky[0].0.id, flaky[1].0.id,
+        "RETRY redelivers the same event"
+    );
     // DROP with a dead-letter topic: the graveyard subscription gets the dropped event.
     assert_eq!(at("/graveyard")[0].0.data, br#"{"n":2}"#.to_vec());
 
@@ -264,4 +267,97 @@ async fn grpc_app_gets_routed_retried_dropped_and_bulk_events() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("not found"), "{}", err.message());
+}
+
+/// A gRPC app's `AppCallbackHealthCheck`: failures make the sidecar report the app unhealthy
+/// and hold deliveries; once it answers again, the held event arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_app_health_check_pauses_and_resumes_deliveries() {
+    use dapr::dapr::proto::runtime::v1::app_callback_health_check_server::{
+        AppCallbackHealthCheck, AppCallbackHealthCheckServer,
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    #[derive(Clone)]
+    struct Health(Arc<AtomicBool>);
+    #[tonic::async_trait]
+    impl AppCallbackHealthCheck for Health {
+        async fn health_check(
+            &self,
+            _: Request<()>,
+        ) -> Result<Response<rt::HealthCheckResponse>, Status> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(Response::new(rt::HealthCheckResponse {}))
+            } else {
+                Err(Status::unavailable("not now"))
+            }
+        }
+    }
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = App::default();
+    let port = free_port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AppCallbackServer::new(app.clone()))
+            .add_service(AppCallbackHealthCheckServer::new(Health(healthy.clone())))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    let res = ResourcesDir::new().with("ps.yaml", &component("ps", "pubsub.in-memory", &[]));
+    let p = MechaProcess::builder(MECHA)
+        .app_id("grpc-health")
+        .resources(res.path())
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--app-protocol",
+            "grpc",
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ])
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    crate::pubsub::wait_ready(&http, &p).await;
+    let app_health = || {
+        let (http, url) = (http.clone(), format!("{}/v1.0/metadata", p.http_url()));
+        async move {
+            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v["extended"]["appHealth"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    assert_eq!(app_health().await, "healthy");
+    healthy.store(false, Ordering::SeqCst);
+    eventually!(
+        Duration::from_secs(10),
+        app_health().await == "unhealthy",
+        "the failing HealthCheck was not noticed:\n{}",
+        p.log()
+    );
+    let mut client = DaprClient::connect(p.grpc_url()).await.unwrap();
+    client
+        .publish_event(rt::PublishEventRequest {
+            pubsub_name: "ps".into(),
+            topic: "orders".into(),
+            data: br#"{"held":true}"#.to_vec(),
+            data_content_type: "application/json".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        app.events.lock().unwrap().is_empty(),
+        "an event reached the unhealthy app"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    eventually!(
+        Duration::from_secs(10),
+        app.events.lock().unwrap().len() == 1,
+        "the held event was not delivered after recovery"
+    );
 }
