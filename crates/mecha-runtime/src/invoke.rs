@@ -1,6 +1,6 @@
 //! Service invocation: a call from the app to another app id goes to one of that app's
-//! sidecars over pooled HTTP/2 (h2c) connections to their internal endpoint, which hands it to
-//! its app; bodies stream through both hops, headers and status pass through. HTTP calls use
+//! sidecars over pooled connections to their internal endpoint, which hands it to its app;
+//! bodies stream through both hops, headers and status pass through. HTTP calls use
 //! pooled HTTP/1.1 keep-alive connections between sidecars (cheaper per request than HTTP/2
 //! framing); gRPC calls use HTTP/2 (h2c).
 //!
