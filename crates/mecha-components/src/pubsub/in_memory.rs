@@ -15,8 +15,8 @@ use bytes::Bytes;
 use mecha_core::component::{ComponentError, ComponentInit};
 use mecha_core::duration::parse_go_duration;
 use mecha_core::pubsub::{
-    Message, MessageHandler, PubSub, PubSubError, PubSubFeature, PublishRequest,
-    SubscribeRequest, Subscription, consumer_group, expires_at, is_expired,
+    Message, MessageHandler, PubSub, PubSubError, PubSubFeature, PublishRequest, SubscribeRequest,
+    Subscription, consumer_group, expires_at, is_expired,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -176,7 +176,12 @@ impl PubSub for InMemoryPubSub {
                 };
                 let Some(stored) = next else { break };
                 // Another subscriber of the group may be waiting too.
-                if !queue.items.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                if !queue
+                    .items
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+                {
                     queue.ready.notify_one();
                 }
                 let (handler, queue) = (handler.clone(), queue.clone());

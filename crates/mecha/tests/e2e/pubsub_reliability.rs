@@ -104,11 +104,7 @@ async fn no_loss(broker: &str, metadata: &[(&str, &str)]) {
                 if n >= MESSAGES {
                     return;
                 }
-                let r = client
-                    .post(&url)
-                    .json(&json!({ "n": n }))
-                    .send()
-                    .await;
+                let r = client.post(&url).json(&json!({ "n": n })).send().await;
                 match r {
                     Ok(r) if r.status() == StatusCode::NO_CONTENT => {
                         accepted.lock().unwrap().push(n as u64)
@@ -151,7 +147,11 @@ async fn no_loss(broker: &str, metadata: &[(&str, &str)]) {
     loop {
         let missing: Vec<u64> = {
             let seen = seen.lock().unwrap();
-            accepted.iter().filter(|n| !seen.contains(n)).copied().collect()
+            accepted
+                .iter()
+                .filter(|n| !seen.contains(n))
+                .copied()
+                .collect()
         };
         if missing.is_empty() {
             break;
@@ -171,7 +171,9 @@ async fn no_loss(broker: &str, metadata: &[(&str, &str)]) {
         "{broker}: {} accepted, all delivered ({} deliveries, {} redelivered) in {:?}; publishing took {publish_time:?}",
         accepted.len(),
         deliveries.load(Ordering::Relaxed),
-        deliveries.load(Ordering::Relaxed).saturating_sub(accepted.len()),
+        deliveries
+            .load(Ordering::Relaxed)
+            .saturating_sub(accepted.len()),
         started.elapsed()
     );
 }
@@ -208,11 +210,16 @@ async fn no_loss_on_redis_across_subscriber_kills() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_loss_on_jetstream_across_subscriber_kills() {
-    let url = std::env::var("MECHA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url =
+        std::env::var("MECHA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let stream = format!("REL_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     no_loss(
         "pubsub.jetstream",
-        &[("natsURL", &url), ("streamName", &stream), ("ackWait", "2s")],
+        &[
+            ("natsURL", &url),
+            ("streamName", &stream),
+            ("ackWait", "2s"),
+        ],
     )
     .await;
 }
@@ -301,7 +308,9 @@ async fn broker_restart_during_publishing_loses_nothing_accepted() {
     let wait_port = || async {
         mecha_test_support::eventually!(
             Duration::from_secs(10),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok(),
             "nats-server did not start"
         );
     };
@@ -313,7 +322,12 @@ async fn broker_restart_during_publishing_loses_nothing_accepted() {
         &component(
             "ps",
             "pubsub.jetstream",
-            &[("natsURL", &url), ("streamName", "RESTART"), ("ackWait", "2s"), ("publishTimeout", "1s")],
+            &[
+                ("natsURL", &url),
+                ("streamName", "RESTART"),
+                ("ackWait", "2s"),
+                ("publishTimeout", "1s"),
+            ],
         ),
     );
     let topic = "restart-topic".to_owned();
@@ -329,19 +343,28 @@ async fn broker_restart_during_publishing_loses_nothing_accepted() {
     let mut accepted = HashSet::new();
     let mut refused_codes = HashSet::new();
     let mut n = 0u64;
-    let mut publish_some = async |count: u64, accepted: &mut HashSet<u64>, codes: &mut HashSet<String>| {
-        for _ in 0..count {
-            let r = c.post(&publish_url).json(&json!({ "n": n })).send().await.unwrap();
-            if r.status() == StatusCode::NO_CONTENT {
-                accepted.insert(n);
-            } else {
-                let status = r.status();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                codes.insert(format!("{status} {}", body["errorCode"].as_str().unwrap_or("")));
+    let mut publish_some =
+        async |count: u64, accepted: &mut HashSet<u64>, codes: &mut HashSet<String>| {
+            for _ in 0..count {
+                let r = c
+                    .post(&publish_url)
+                    .json(&json!({ "n": n }))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::NO_CONTENT {
+                    accepted.insert(n);
+                } else {
+                    let status = r.status();
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    codes.insert(format!(
+                        "{status} {}",
+                        body["errorCode"].as_str().unwrap_or("")
+                    ));
+                }
+                n += 1;
             }
-            n += 1;
-        }
-    };
+        };
     publish_some(200, &mut accepted, &mut refused_codes).await;
     let _ = nats.kill();
     let _ = nats.wait();
@@ -372,7 +395,10 @@ async fn broker_restart_during_publishing_loses_nothing_accepted() {
         Duration::from_secs(30),
         accepted.iter().all(|n| seen.lock().unwrap().contains(n)),
         "{} of {} accepted messages not delivered after the restart\n{}",
-        accepted.iter().filter(|n| !seen.lock().unwrap().contains(n)).count(),
+        accepted
+            .iter()
+            .filter(|n| !seen.lock().unwrap().contains(n))
+            .count(),
         accepted.len(),
         sub.log()
     );
