@@ -71,6 +71,9 @@ pub struct InvokeService {
     app_id: String,
     namespace: String,
     resolver: Option<Arc<dyn NameResolver>>,
+    /// This app's id and namespace as header values, made once (they go on every call).
+    app_id_header: HeaderValue,
+    namespace_header: HeaderValue,
     /// HTTP/2 to other sidecars, for gRPC calls (streams, trailers).
     peers: Client<HttpConnector, Body>,
     /// Pooled HTTP/1.1 keep-alive connections to other sidecars, for HTTP calls: cheaper per
@@ -150,6 +153,8 @@ impl InvokeService {
         Self {
             app_id: app_id.to_owned(),
             namespace: namespace.to_owned(),
+            app_id_header: header(app_id),
+            namespace_header: header(namespace),
             resolver,
             peers,
             peers_http1,
@@ -306,8 +311,8 @@ impl InvokeService {
                 invoke_error(target, "this sidecar has no app channel (--app-port)")
             })?;
             let h = req.headers_mut();
-            h.insert(CALLER, header(&self.app_id));
-            h.insert(CALLEE, header(&self.app_id));
+            h.insert(CALLER, self.app_id_header.clone());
+            h.insert(CALLEE, self.app_id_header.clone());
             let pipeline = self.app_pipeline.as_deref().filter(|_| kind == Kind::Http);
             return forward::to_app(app, kind, req, None, pipeline)
                 .await
@@ -344,8 +349,8 @@ impl InvokeService {
         {
             let h = req.headers_mut();
             h.insert(CALLEE, header(app_id));
-            h.insert(CALLER, header(&self.app_id));
-            h.insert(CALLER_NAMESPACE, header(&self.namespace));
+            h.insert(CALLER, self.app_id_header.clone());
+            h.insert(CALLER_NAMESPACE, self.namespace_header.clone());
             h.insert(KIND, HeaderValue::from_static(kind.as_str()));
             // The callee stops waiting for its app a little before the caller would give up,
             // so that the caller gets the callee's answer rather than a cut connection.

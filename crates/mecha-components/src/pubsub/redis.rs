@@ -333,17 +333,9 @@ impl Consumer {
                     }
                 },
             };
-            let first = tokio::select! {
-                _ = halt.wait() => break,
-                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            let Some(permits) = self.free_slots(&mut halt).await else {
+                break;
             };
-            let mut permits = vec![first];
-            while permits.len() < self.settings.queue_depth {
-                match self.permits.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
             let mut cmd = redis::cmd("XREADGROUP");
             cmd.arg("GROUP")
                 .arg(&self.settings.group)
@@ -427,17 +419,9 @@ impl Consumer {
             for _ in 0..MAX_RECLAIM_PAGES {
                 // Free slots first, so that claimed entries are handed over at once (a claim
                 // resets their idle time; waiting afterwards would let them age again).
-                let first = tokio::select! {
-                    _ = halt.wait() => return,
-                    p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                let Some(mut permits) = self.free_slots(&mut halt).await else {
+                    return;
                 };
-                let mut permits = vec![first];
-                while permits.len() < self.settings.queue_depth {
-                    match self.permits.clone().try_acquire_owned() {
-                        Ok(p) => permits.push(p),
-                        Err(_) => break,
-                    }
-                }
                 // What this subscription handles now: an entry acknowledged while the claim
                 // is under way may still come back in the reply, and must not be redelivered.
                 let handling = self.lock_owned().clone();
@@ -602,6 +586,23 @@ impl Consumer {
 
     /// Acknowledges `id`, trying a few times; an entry left unacknowledged is delivered again
     /// later, which at-least-once delivery allows.
+    /// Waits for a free handler slot, then takes every other free one (up to `queueDepth`);
+    /// `None` once the subscription is halted.
+    async fn free_slots(&self, halt: &mut Halt) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            _ = halt.wait() => return None,
+            p = self.permits.clone().acquire_owned() => p.ok()?,
+        };
+        let mut permits = vec![first];
+        while permits.len() < self.settings.queue_depth {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
     async fn ack(&self, id: &str) {
         let (topic, group) = (&self.topic, &self.settings.group);
         for attempt in 0..3u32 {

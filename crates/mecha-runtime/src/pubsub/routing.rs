@@ -37,6 +37,11 @@ impl Router {
         Ok(Self { rules: out })
     }
 
+    /// The paths, in rule order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|(_, p)| p.as_str())
+    }
+
     /// Whether every event goes to one path (no expression to evaluate).
     pub fn single_path(&self) -> Option<&str> {
         match self.rules.first() {
@@ -72,11 +77,6 @@ impl Router {
             }
         }
         None
-    }
-
-    /// The paths, in order (for the metadata API).
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|(_, p)| p.as_str())
     }
 }
 
