@@ -9,6 +9,7 @@
 //! Mecha crate. Start reading at [`runtime`].
 
 pub mod rpc;
+pub mod sentry;
 
 /// `dapr.proto.runtime.v1`: the `Dapr` service, its messages and the app callback services.
 pub mod runtime {

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod metadata;
 pub mod metrics;
 pub mod middleware;
+pub mod mtls;
 pub mod pubsub;
 pub mod resiliency;
 pub mod secrets;
