@@ -2,15 +2,15 @@
 //! which operations of this app) and `spec.api.allowed` / `spec.api.denied` (which of the
 //! sidecar's own APIs this app may call).
 //!
-//! Invocation policies are evaluated on the callee's sidecar. The caller's identity is its app
-//! id and namespace as its sidecar sent them (`dapr-caller-app-id`, `dapr-caller-namespace`);
-//! with mTLS it will come from the verified certificate instead. Callers are in the trust
-//! domain `public` until then.
+//! Invocation policies are evaluated on the callee's sidecar. With mTLS the caller's identity
+//! (trust domain, namespace, app id) is the SPIFFE id of its verified certificate; without, it
+//! is the app id and namespace its sidecar sent (`dapr-caller-app-id`,
+//! `dapr-caller-namespace`) in the trust domain `public`.
 
 use serde_json::Value;
 
-/// The trust domain of callers without a certificate.
-const DEFAULT_TRUST_DOMAIN: &str = "public";
+/// The trust domain of callers without a certificate, and of policies that name none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "public";
 
 /// `spec.accessControl`.
 #[derive(Clone, Debug)]
@@ -152,12 +152,20 @@ impl AccessControl {
         }))
     }
 
-    /// Whether `caller` (in `namespace`) may call `operation` (the method path, e.g.
-    /// `/orders/1`, or `/package.Service/Method` for gRPC) with `verb` (empty for gRPC).
-    pub fn allows(&self, caller: &str, namespace: &str, operation: &str, verb: &str) -> bool {
+    /// Whether `caller` (in `trust_domain` and `namespace`) may call `operation` (the method
+    /// path, e.g. `/orders/1`, or `/package.Service/Method` for gRPC) with `verb` (empty for
+    /// gRPC).
+    pub fn allows(
+        &self,
+        trust_domain: &str,
+        caller: &str,
+        namespace: &str,
+        operation: &str,
+        verb: &str,
+    ) -> bool {
         let Some(policy) = self.policies.iter().find(|p| {
             p.app_id == caller
-                && p.trust_domain == DEFAULT_TRUST_DOMAIN
+                && p.trust_domain == trust_domain
                 && p.namespace.as_deref().is_none_or(|n| n == namespace)
         }) else {
             return self.default_allow;
@@ -346,19 +354,23 @@ mod tests {
         let acl = AccessControl::from_spec(Some(&spec))
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("no acl"));
-        assert!(acl.allows("frontend", "default", "/orders/1", "GET"));
-        assert!(!acl.allows("frontend", "default", "/orders/1", "POST"));
-        assert!(!acl.allows("frontend", "default", "/orders/1/items", "GET"));
-        assert!(acl.allows("frontend", "default", "/public/a/b/c", "DELETE"));
-        assert!(!acl.allows("frontend", "default", "/admin/x", "GET"));
-        assert!(acl.allows("frontend", "default", "/v2/status", "GET"));
-        assert!(!acl.allows("frontend", "default", "/other", "GET"));
+        assert!(acl.allows("public", "frontend", "default", "/orders/1", "GET"));
+        assert!(!acl.allows("public", "frontend", "default", "/orders/1", "POST"));
+        assert!(!acl.allows("public", "frontend", "default", "/orders/1/items", "GET"));
+        assert!(acl.allows("public", "frontend", "default", "/public/a/b/c", "DELETE"));
+        assert!(!acl.allows("public", "frontend", "default", "/admin/x", "GET"));
+        assert!(acl.allows("public", "frontend", "default", "/v2/status", "GET"));
+        assert!(!acl.allows("public", "frontend", "default", "/other", "GET"));
         assert!(
-            !acl.allows("frontend", "prod", "/orders/1", "GET"),
+            !acl.allows("public", "frontend", "prod", "/orders/1", "GET"),
             "namespace must match"
         );
-        assert!(acl.allows("ops", "default", "/anything", "PUT"));
-        assert!(!acl.allows("stranger", "default", "/orders/1", "GET"));
+        assert!(acl.allows("public", "ops", "default", "/anything", "PUT"));
+        assert!(!acl.allows("public", "stranger", "default", "/orders/1", "GET"));
+        assert!(
+            !acl.allows("elsewhere", "ops", "default", "/anything", "PUT"),
+            "trust domain must match"
+        );
         assert!(
             AccessControl::from_spec(Some(&serde_json::json!({"defaultAction": "maybe"}))).is_err()
         );

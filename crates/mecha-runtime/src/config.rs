@@ -66,6 +66,8 @@ pub struct RuntimeConfig {
     pub app_max_concurrency: Option<usize>,
     /// `--enable-app-health-check` and its settings.
     pub app_health_check: Option<AppHealthCheck>,
+    /// `--enable-mtls` and where the workload certificate comes from.
+    pub mtls: crate::mtls::MtlsSettings,
 }
 
 /// How the app's health is probed.
@@ -149,6 +151,7 @@ impl RuntimeConfig {
             graceful_shutdown: Duration::from_secs(5),
             enable_metrics: true,
             internal_port: 0,
+            mtls: crate::mtls::MtlsSettings::default(),
             name_resolution_path: None,
             app_max_concurrency: None,
             app_health_check: None,

@@ -87,6 +87,24 @@ pub struct InvokeService {
     tracer: crate::trace::Tracer,
     access_control: Option<crate::acl::AccessControl>,
     app_pipeline: Option<Arc<crate::middleware::Pipeline>>,
+    /// With mTLS: clients that present this sidecar's certificate.
+    peer_tls: Option<PeerTls>,
+}
+
+type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Clients to other sidecars over mTLS, a pair per callee (app id, namespace): each verifies
+/// that the callee's certificate names the app called.
+struct PeerTls {
+    workload: Arc<crate::mtls::Workload>,
+    clients: std::sync::RwLock<HashMap<(String, String), Arc<TlsClients>>>,
+}
+
+struct TlsClients {
+    /// HTTP/1.1 keep-alive, for HTTP calls.
+    h1: TlsClient,
+    /// HTTP/2, for gRPC calls.
+    h2: TlsClient,
 }
 
 /// Round robin over the instances of each app id, skipping those that failed recently.
@@ -166,7 +184,18 @@ impl InvokeService {
             tracer: crate::trace::Tracer::disabled(),
             access_control: None,
             app_pipeline: None,
+            peer_tls: None,
         }
+    }
+
+    /// Calls other sidecars over mTLS as `workload`, and accepts only calls that came over
+    /// mTLS (the internal endpoint then serves TLS; see [`crate::mtls`]).
+    pub fn with_mtls(mut self, workload: Option<Arc<crate::mtls::Workload>>) -> Self {
+        self.peer_tls = workload.map(|workload| PeerTls {
+            workload,
+            clients: Default::default(),
+        });
+        self
     }
 
     /// Passes HTTP calls into the app through the Configuration's `appHttpPipeline`.
@@ -421,7 +450,12 @@ impl InvokeService {
         let mut last_error = String::new();
         for (i, instance) in order.iter().enumerate() {
             let uri: Uri = format!(
-                "http://{}:{}{}",
+                "{}://{}:{}{}",
+                if self.peer_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 instance.host,
                 instance.port,
                 parts.uri.path_and_query().map_or("/", |p| p.as_str())
@@ -443,15 +477,25 @@ impl InvokeService {
             let mut req = Request::from_parts(parts.clone(), body);
             *req.uri_mut() = uri;
             let grpc = parts.headers.get(&KIND).is_some_and(|k| k == "grpc");
-            let client = if grpc {
-                *req.version_mut() = http::Version::HTTP_2;
-                &self.peers
+            *req.version_mut() = if grpc {
+                http::Version::HTTP_2
             } else {
-                *req.version_mut() = http::Version::HTTP_11;
-                &self.peers_http1
+                http::Version::HTTP_11
+            };
+            let response = match &self.peer_tls {
+                None if grpc => self.peers.request(req),
+                None => self.peers_http1.request(req),
+                Some(tls) => {
+                    let c = tls.clients(&instance.namespace, &instance.app_id);
+                    if grpc {
+                        c.h2.request(req)
+                    } else {
+                        c.h1.request(req)
+                    }
+                }
             };
             let can_move_on = matches!(payload, Payload::Buffered(_)) && i + 1 < order.len();
-            match client.request(req).await {
+            match response.await {
                 Ok(res) => {
                     self.balancer.succeeded(instance);
                     return Ok(res.map(Body::new));
@@ -513,6 +557,29 @@ impl InvokeService {
                 ),
             );
         };
+        let mut req = req;
+        // With mTLS the caller is who its certificate says, whatever the headers claim.
+        let verified = match &self.peer_tls {
+            Some(_) => match req.extensions().get::<crate::mtls::PeerIdentity>() {
+                Some(p) => {
+                    let id = p.0.clone();
+                    let h = req.headers_mut();
+                    h.insert(CALLER, header(&id.app_id));
+                    h.insert(CALLER_NAMESPACE, header(&id.namespace));
+                    Some(id)
+                }
+                None => {
+                    return error_response(
+                        StatusCode::UNAUTHORIZED,
+                        &invoke_error(
+                            &callee,
+                            "mTLS is on and the caller presented no certificate",
+                        ),
+                    );
+                }
+            },
+            None => None,
+        };
         if let Some(acl) = &self.access_control {
             let text = |h: &HeaderName| {
                 req.headers()
@@ -522,13 +589,18 @@ impl InvokeService {
                     .to_owned()
             };
             let (caller, caller_ns) = (text(&CALLER), text(&CALLER_NAMESPACE));
+            let trust_domain = verified
+                .as_ref()
+                .map_or(crate::acl::DEFAULT_TRUST_DOMAIN, |id| {
+                    id.trust_domain.as_str()
+                });
             let verb = if kind == Kind::Http {
                 req.method().as_str()
             } else {
                 ""
             };
             let operation = req.uri().path();
-            if !acl.allows(&caller, &caller_ns, operation, verb) {
+            if !acl.allows(trust_domain, &caller, &caller_ns, operation, verb) {
                 let e = ApiError::new(
                     "ERR_PERMISSION_DENIED",
                     StatusCode::FORBIDDEN,
@@ -544,7 +616,6 @@ impl InvokeService {
                 };
             }
         }
-        let mut req = req;
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);
         let span = self.tracer.start_lazy(
@@ -659,6 +730,55 @@ pub fn error_response(status: StatusCode, e: &ApiError) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     res
+}
+
+// === impl PeerTls ===
+
+impl PeerTls {
+    fn clients(&self, namespace: &str, app_id: &str) -> Arc<TlsClients> {
+        let key = (namespace.to_owned(), app_id.to_owned());
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return c.clone();
+        }
+        let expect = crate::mtls::tls::Expect::App {
+            namespace: key.0.clone(),
+            app_id: key.1.clone(),
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = |h2: bool| {
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(self.workload.client_config(expect.clone()))
+                .https_only();
+            if h2 {
+                b.enable_http2().wrap_connector(http.clone())
+            } else {
+                b.enable_http1().wrap_connector(http.clone())
+            }
+        };
+        let clients = Arc::new(TlsClients {
+            h1: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(connector(false)),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .http2_adaptive_window(true)
+                .build(connector(true)),
+        });
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(clients)
+            .clone()
+    }
 }
 
 // === impl Balancer ===

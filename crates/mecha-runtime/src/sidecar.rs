@@ -118,8 +118,15 @@ pub enum StartError {
 
 // === impl ShutdownHandle ===
 
+impl Default for ShutdownHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ShutdownHandle {
-    fn new() -> Self {
+    /// A handle not yet triggered.
+    pub fn new() -> Self {
         Self(Arc::new(watch::channel(false).0))
     }
 
@@ -148,6 +155,7 @@ impl Sidecar {
         let mut tracing_spec = None;
         let mut access_spec = None;
         let mut api_spec = None;
+        let mut mtls_spec = None;
         let mut pipelines_spec = serde_json::Map::new();
         for file in &config.config_files {
             for c in load_configuration(file)? {
@@ -163,6 +171,9 @@ impl Sidecar {
                 }
                 if let Some(a) = c.spec.get("api").filter(|v| !v.is_null()) {
                     api_spec = Some(a.clone());
+                }
+                if let Some(m) = c.spec.get("mtls").filter(|v| !v.is_null()) {
+                    mtls_spec = Some(m.clone());
                 }
                 for key in [
                     crate::middleware::HTTP_PIPELINE,
@@ -197,6 +208,25 @@ impl Sidecar {
         }
         let api_access =
             crate::acl::ApiAccess::from_spec(api_spec.as_ref()).map_err(StartError::Invalid)?;
+        let shutdown = ShutdownHandle::new();
+        let mtls_spec =
+            crate::mtls::MtlsSpec::from_spec(mtls_spec.as_ref()).map_err(StartError::Invalid)?;
+        let workload = if config.mtls.enabled || mtls_spec.enabled {
+            let trust_domain = access_spec
+                .as_ref()
+                .and_then(|a| a.get("trustDomain"))
+                .and_then(serde_json::Value::as_str)
+                .filter(|t| !t.is_empty())
+                .unwrap_or(crate::acl::DEFAULT_TRUST_DOMAIN);
+            let id = crate::mtls::SpiffeId::new(trust_domain, &namespace, &config.app_id);
+            Some(
+                crate::mtls::start(&config.mtls, id, shutdown.clone().wait())
+                    .await
+                    .map_err(|e| StartError::Invalid(format!("mTLS: {e}")))?,
+            )
+        } else {
+            None
+        };
         let pipelines_spec = serde_json::Value::Object(pipelines_spec);
         let pipeline = |key: &str| -> Result<Option<Arc<crate::middleware::Pipeline>>, StartError> {
             let refs = crate::middleware::handler_refs(&pipelines_spec, key)
@@ -252,7 +282,8 @@ impl Sidecar {
                 )
                 .with_observability(metrics.clone(), tracer.clone())
                 .with_access_control(access_control)
-                .with_app_pipeline(app_pipeline),
+                .with_app_pipeline(app_pipeline)
+                .with_mtls(workload.clone()),
             ),
             http_pipeline,
             api_access,
@@ -270,7 +301,7 @@ impl Sidecar {
             tracer: tracer.clone(),
             metadata: MetadataService::new(&config, components.infos()),
             health: health.clone(),
-            shutdown: ShutdownHandle::new(),
+            shutdown: shutdown.clone(),
             api_token: config.api_token.clone(),
             max_request_body: config.max_request_body,
         });
@@ -362,17 +393,30 @@ impl Sidecar {
             let invoke = invoke.clone();
             async move { invoke.serve_internal(req).await }
         });
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, internal)
-            .with_graceful_shutdown(services.shutdown.clone().wait());
-        servers.spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "Internal invocation server failed");
-            }
-        });
-        tracing::info!(address = %internal_addr, "Internal invocation endpoint listening (h2c)");
+        if let Some(w) = &workload {
+            let tls = w
+                .server_config(true)
+                .map_err(|e| StartError::Invalid(format!("mTLS: {e}")))?;
+            servers.spawn(crate::mtls::tls::serve(
+                listener,
+                Arc::new(tls),
+                internal,
+                services.shutdown.clone().wait(),
+            ));
+            tracing::info!(address = %internal_addr, id = %w.id(), "Internal invocation endpoint listening (mTLS, TLS 1.3)");
+        } else {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serve = axum::serve(listener, internal)
+                .with_graceful_shutdown(services.shutdown.clone().wait());
+            servers.spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "Internal invocation server failed");
+                }
+            });
+            tracing::info!(address = %internal_addr, "Internal invocation endpoint listening (plaintext; mTLS is off)");
+        }
         if let (Some(resolver), Some(_)) = (&resolver, config.app_port) {
             let host = if internal_ip.is_unspecified() {
                 "127.0.0.1".to_owned()

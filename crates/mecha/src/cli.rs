@@ -26,6 +26,77 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// List the component types this build contains.
     Components,
+    /// Manage the certificate authority that mTLS between sidecars uses.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Run the certificate-signing service sidecars get their mTLS certificates from.
+    ///
+    /// It speaks Dapr Sentry's gRPC `SignCertificate` over TLS 1.3, signs with the issuer of
+    /// `mecha ca init`, and requires the bootstrap token written there. Sidecars started with
+    /// --enable-mtls (or `spec.mtls.enabled: true`) ask it for a certificate whose SPIFFE id is
+    /// spiffe://<trustDomain>/ns/<namespace>/<appId>, and renew it before it expires.
+    Sentry(SentryArgs),
+}
+
+/// `mecha ca …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a root and an issuer certificate (or take existing ones) and a bootstrap token.
+    ///
+    /// Writes ca.crt (the trust anchors), issuer.crt, issuer.key and token into --dir. The
+    /// generated root and issuer are ECDSA P-256 and valid for one year.
+    Init(CaInitArgs),
+}
+
+/// Flags of `mecha ca init`.
+#[derive(Debug, Args)]
+pub(crate) struct CaInitArgs {
+    /// Where the CA files go (default: ~/.mecha/pki).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Use this issuer certificate (PEM) instead of generating one; needs --issuer-key and
+    /// --root-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["issuer_key", "root_cert"])]
+    pub(crate) issuer_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8) of --issuer-cert.
+    #[arg(long, value_name = "FILE", requires = "issuer_cert")]
+    pub(crate) issuer_key: Option<PathBuf>,
+    /// The root certificate(s) (PEM) that signed --issuer-cert: the trust anchors.
+    #[arg(long, value_name = "FILE", requires = "issuer_cert")]
+    pub(crate) root_cert: Option<PathBuf>,
+    /// Replace a CA that already exists in --dir.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Flags of `mecha sentry`.
+#[derive(Debug, Args)]
+pub(crate) struct SentryArgs {
+    /// The CA folder written by `mecha ca init` (default: ~/.mecha/pki).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub(crate) listen_address: std::net::IpAddr,
+    /// The port to listen on.
+    #[arg(long, default_value_t = 50003, value_name = "PORT")]
+    pub(crate) port: u16,
+    /// A Configuration file whose spec.mtls sets workloadCertTTL (default 24h) and
+    /// allowedClockSkew (default 15m).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The bootstrap token file (default: the `token` file of --dir).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The trust domain of the service's own certificate.
+    #[arg(long, default_value = "localhost", value_name = "DOMAIN")]
+    pub(crate) trust_domain: String,
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub(crate) log_level: String,
+    /// Write logs as JSON lines.
+    #[arg(long)]
+    pub(crate) log_as_json: bool,
 }
 
 /// Flags of `mecha run`.
@@ -109,4 +180,21 @@ pub(crate) struct SidecarArgs {
     /// Failed probes in a row that make the app unhealthy.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub(crate) app_health_threshold: u32,
+    /// Call other sidecars, and accept their calls, only over mutual TLS with workload
+    /// certificates (also turned on by `spec.mtls.enabled: true` in the Configuration).
+    /// The certificate comes from DAPR_CERT_CHAIN / DAPR_CERT_KEY when set, otherwise from
+    /// the signing service (`mecha sentry`).
+    #[arg(long)]
+    pub(crate) enable_mtls: bool,
+    /// The signing service's address.
+    #[arg(long, default_value = "127.0.0.1:50003", value_name = "HOST:PORT")]
+    pub(crate) sentry_address: String,
+    /// The trust anchors (PEM) peers' certificates must chain to (default: DAPR_TRUST_ANCHORS,
+    /// else ~/.mecha/pki/ca.crt).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trust_anchors_file: Option<PathBuf>,
+    /// The signing service's bootstrap token (default: DAPR_SENTRY_TOKEN_FILE, else
+    /// ~/.mecha/pki/token).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sentry_token_file: Option<PathBuf>,
 }

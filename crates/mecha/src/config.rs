@@ -17,6 +17,14 @@ pub(crate) const ENV_APP_API_TOKEN: &str = "APP_API_TOKEN";
 /// The namespace of a self-hosted sidecar.
 pub(crate) const ENV_NAMESPACE: &str = "NAMESPACE";
 const ENV_HOME: &str = "HOME";
+/// The trust anchors for mTLS, PEM (as daprd reads them).
+const ENV_TRUST_ANCHORS: &str = "DAPR_TRUST_ANCHORS";
+/// A workload certificate chain to use instead of the signing service, PEM.
+const ENV_CERT_CHAIN: &str = "DAPR_CERT_CHAIN";
+/// Its private key, PEM.
+const ENV_CERT_KEY: &str = "DAPR_CERT_KEY";
+/// The file holding the signing service's bootstrap token.
+const ENV_SENTRY_TOKEN_FILE: &str = "DAPR_SENTRY_TOKEN_FILE";
 
 /// Builds the runtime configuration; `app_id` is required.
 pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Result<RuntimeConfig> {
@@ -74,12 +82,58 @@ pub(crate) fn runtime_config(args: &SidecarArgs, app_id: String) -> anyhow::Resu
             threshold: args.app_health_threshold.max(1),
         });
     }
+    config.mtls = mtls_settings(args)?;
     for path in &config.resources_paths {
         if !path.is_dir() {
             bail!("--resources-path {}: no such directory", path.display());
         }
     }
     Ok(config)
+}
+
+/// Where the workload certificate comes from. Files named by flags must exist; the
+/// defaults under ~/.mecha/pki are used when present.
+fn mtls_settings(args: &SidecarArgs) -> anyhow::Result<mecha_runtime::mtls::MtlsSettings> {
+    let pki = non_empty_env(ENV_HOME).map(|h| PathBuf::from(h).join(".mecha").join("pki"));
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let default_file = |name: &str| {
+        pki.as_ref()
+            .map(|d| d.join(name))
+            .filter(|p| p.is_file())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+    };
+    let trust_anchors = match (&args.trust_anchors_file, non_empty_env(ENV_TRUST_ANCHORS)) {
+        (Some(f), _) => Some(read("--trust-anchors-file", f)?),
+        (None, Some(pem)) => Some(pem),
+        (None, None) => default_file(mecha_runtime::mtls::ca::ROOT_CERT),
+    };
+    let token_file = args
+        .sentry_token_file
+        .clone()
+        .or_else(|| non_empty_env(ENV_SENTRY_TOKEN_FILE).map(PathBuf::from));
+    let sentry_token = match &token_file {
+        Some(f) => Some(read("--sentry-token-file", f)?),
+        None => default_file(mecha_runtime::mtls::ca::TOKEN),
+    }
+    .map(|t| t.trim().to_owned());
+    Ok(mecha_runtime::mtls::MtlsSettings {
+        enabled: args.enable_mtls,
+        sentry_address: Some(args.sentry_address.clone()),
+        sentry_token,
+        trust_anchors,
+        cert_chain: non_empty_env(ENV_CERT_CHAIN),
+        cert_key: non_empty_env(ENV_CERT_KEY),
+    })
+}
+
+/// `~/.mecha/pki`, where `mecha ca init` writes the CA by default.
+pub(crate) fn pki_dir(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(d) => Ok(d.clone()),
+        None => Ok(mecha_home()?.join("pki")),
+    }
 }
 
 /// `~/.mecha`, where `mecha run` keeps its embedded default.

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod logging;
+mod pki;
 mod run;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
                 components();
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Ca(cli::CaCommand::Init(args)) => pki::ca_init(&args),
+            Command::Sentry(args) => pki::sentry(args).await,
         }
     });
     match result {
@@ -67,7 +70,7 @@ pub(crate) async fn start_sidecar(args: &SidecarArgs, app_id: String) -> anyhow:
 }
 
 /// On SIGTERM or SIGINT, starts a graceful shutdown; a second signal exits at once.
-fn forward_signals_to(shutdown: ShutdownHandle) -> anyhow::Result<()> {
+pub(crate) fn forward_signals_to(shutdown: ShutdownHandle) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {

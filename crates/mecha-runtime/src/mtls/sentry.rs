@@ -249,3 +249,61 @@ pub async fn sentry_workload(
     });
     super::start_workload(id, trust, source, shutdown).await
 }
+
+/// How `mecha sentry` runs.
+#[derive(Clone, Debug)]
+pub struct SentryOptions {
+    /// The CA folder (`mecha ca init`).
+    pub dir: std::path::PathBuf,
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The bootstrap token sidecars must present.
+    pub token: String,
+    /// The trust domain of the service's own certificate.
+    pub trust_domain: String,
+    /// The namespace of the service's own certificate.
+    pub namespace: String,
+    /// `spec.mtls` of its Configuration: certificate lifetime and clock skew.
+    pub spec: super::MtlsSpec,
+}
+
+/// Serves the signing service until `shutdown`.
+pub async fn run(opts: SentryOptions, shutdown: crate::ShutdownHandle) -> Result<(), String> {
+    let ca = CertificateAuthority::load(&opts.dir)
+        .map_err(|e| format!("{e} (create the CA first with `mecha ca init`)"))?;
+    if opts.token.trim().is_empty() {
+        return Err("the bootstrap token is empty".into());
+    }
+    let signer = Arc::new(Signer::new(
+        ca,
+        opts.token.trim().to_owned(),
+        opts.spec.workload_cert_ttl,
+        opts.spec.allowed_clock_skew,
+    ));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let ip = if opts.listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        opts.listen.ip()
+    };
+    let names = vec![
+        rcgen::SanType::DnsName(
+            rcgen::string::Ia5String::try_from("localhost").map_err(|e| e.to_string())?,
+        ),
+        rcgen::SanType::IpAddress(ip),
+    ];
+    let id = SpiffeId::new(&opts.trust_domain, &opts.namespace, SENTRY_APP_ID);
+    let workload = sentry_workload(signer.clone(), id, names, shutdown.clone().wait()).await?;
+    let tls = Arc::new(workload.server_config(false)?);
+    tracing::info!(
+        address = %listener.local_addr().map_err(|e| e.to_string())?,
+        workload_cert_ttl = ?opts.spec.workload_cert_ttl,
+        allowed_clock_skew = ?opts.spec.allowed_clock_skew,
+        "Certificate-signing service listening (gRPC over TLS 1.3)"
+    );
+    super::tls::serve(listener, tls, router(signer), shutdown.wait()).await;
+    tracing::info!("Certificate-signing service stopped");
+    Ok(())
+}

@@ -49,6 +49,13 @@ pub struct PeerIdentity(pub SpiffeId);
 pub enum Expect {
     /// Exactly this id.
     Exact(SpiffeId),
+    /// This app id in this namespace, in any trust domain of the anchors.
+    App {
+        /// The namespace.
+        namespace: String,
+        /// The app id.
+        app_id: String,
+    },
     /// This app id in any trust domain and namespace of the anchors (the signing service).
     AppId(String),
 }
@@ -320,6 +327,7 @@ impl ServerCertVerifier for PeerVerifier {
         })?;
         let ok = match &self.expect {
             Expect::Exact(want) => *want == id,
+            Expect::App { namespace, app_id } => id.namespace == *namespace && id.app_id == *app_id,
             Expect::AppId(app) => id.app_id == *app,
         };
         if ok {

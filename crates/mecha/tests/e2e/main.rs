@@ -16,6 +16,8 @@ mod http_api;
 mod invoke;
 mod lifecycle;
 mod lock;
+mod middleware_wasm;
+mod mtls;
 mod mysql_outage;
 mod postgres_outage;
 mod pubsub;
