@@ -378,6 +378,18 @@ impl Sidecar {
             .first()
             .copied()
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        // The metrics port is a fixed one: bind it before the internal port, which may be
+        // any free port.
+        if let Some(m) = &services.metrics {
+            let addr = SocketAddr::new(internal_ip, config.metrics_port);
+            let listener = bind("metrics", addr).await?;
+            let (m, shutdown) = (m.clone(), services.shutdown.clone().wait());
+            servers.spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, m, shutdown).await {
+                    tracing::error!(error = %e, "Metrics server failed");
+                }
+            });
+        }
         let listener = bind(
             "internal",
             SocketAddr::new(internal_ip, config.internal_port),
@@ -432,16 +444,6 @@ impl Sidecar {
             if let Err(e) = resolver.register(&me).await {
                 tracing::warn!(error = %e, "Could not register with name resolution; other apps cannot call this one");
             }
-        }
-        if let Some(m) = &services.metrics {
-            let addr = SocketAddr::new(internal_ip, config.metrics_port);
-            let listener = bind("metrics", addr).await?;
-            let (m, shutdown) = (m.clone(), services.shutdown.clone().wait());
-            servers.spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, m, shutdown).await {
-                    tracing::error!(error = %e, "Metrics server failed");
-                }
-            });
         }
         health.set_outbound_ready();
         services.bindings.start_inputs(app.clone(), health.clone());

@@ -380,3 +380,37 @@ async fn rotation_under_load_loses_no_request() {
         );
     }
 }
+
+/// The official Python SDK's invocation (HTTP, gRPC `InvokeService`, gRPC proxying) through
+/// sidecars that talk over mTLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_invocation_and_grpc_proxying_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    ca_init(&pki);
+    let sentry = Sentry::start(&pki, None).await;
+    let mesh = crate::invoke::Mesh::with_spec("  mtls:\n    enabled: true\n");
+    let args = mtls_args(&pki, &sentry);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let http_app = mesh.sidecar("mtls-py-http", Some(http_port), &args).await;
+    let mut grpc_args = args.clone();
+    grpc_args.extend(["--app-protocol", "grpc"]);
+    let _grpc_app = mesh
+        .sidecar("mtls-py-grpc", Some(grpc_port), &grpc_args)
+        .await;
+    let caller = mesh.sidecar("mtls-py-caller", None, &args).await;
+    assert!(http_app.log().contains("mTLS, TLS 1.3"));
+    crate::python_sdk::run_script(
+        &caller,
+        "invoke_sdk.py",
+        &[
+            ("HTTP_APP", "mtls-py-http"),
+            ("GRPC_APP", "mtls-py-grpc"),
+            ("HTTP_APP_PORT", &http_port.to_string()),
+            ("GRPC_APP_PORT", &grpc_port.to_string()),
+            ("CALLER_APP", "mtls-py-caller"),
+        ],
+    )
+    .await;
+}

@@ -45,7 +45,7 @@ fn python() -> PathBuf {
 
 /// Runs `tests/sdk/python/<script>` against `sidecar` with `envs` added, and fails the test,
 /// showing the script's output, unless it exits 0 within [`SCRIPT_TIMEOUT`].
-async fn run_script(sidecar: &MechaProcess, script: &str, envs: &[(&str, &str)]) {
+pub(crate) async fn run_script(sidecar: &MechaProcess, script: &str, envs: &[(&str, &str)]) {
     let path = workspace_root().join("tests/sdk/python").join(script);
     assert!(path.exists(), "{} is missing", path.display());
     let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
