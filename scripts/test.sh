@@ -8,4 +8,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/scripts/setup-venv.sh"
-exec cargo nextest run --workspace --no-fail-fast "$@"
+exec cargo nextest run --workspace --features mecha/middleware-wasm --no-fail-fast "$@"

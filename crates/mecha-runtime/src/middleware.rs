@@ -30,19 +30,28 @@
 //! * `middleware.http.routerchecker`: `rule` (required), a regular expression the
 //!   percent-decoded request path must match, else `400 Bad Request` "invalid router".
 //! * `middleware.http.uppercase`: upper-cases the request body (a demonstration middleware).
+//! * `middleware.http.wasm` (in builds with the `middleware-wasm` cargo feature:
+//!   `cargo build --release --features middleware-wasm`): `url` (required; `file://`,
+//!   `http://` or `https://`) and `guestConfig`. A WebAssembly guest of the http-wasm handler
+//!   ABI that may change the request, answer by itself, and change the response on its way
+//!   back; see the `wasm` module for what it may do and the limits it runs under.
 //!
 //! Refused at build time with an error naming the component: unknown types (including
-//! `middleware.http.wasm`, `oauth2`, `opa`, `sentinel`, `routeralias`, which this build does not
-//! support), missing required metadata, and values that do not parse.
+//! `oauth2`, `opa`, `sentinel`, `routeralias`, which this build does not support, and `wasm`
+//! in a build without its feature), missing required metadata, values that do not parse, and
+//! Wasm modules that cannot be read or do not fit the ABI.
 
 mod bearer;
 mod ratelimit;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "middleware-wasm")]
+mod wasm;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -154,6 +163,8 @@ enum Middleware {
     Bearer(bearer::Bearer),
     RouterChecker(regex::Regex),
     Uppercase,
+    #[cfg(feature = "middleware-wasm")]
+    Wasm(wasm::Wasm),
 }
 
 /// What a middleware decided about a request.
@@ -162,7 +173,14 @@ enum Flow {
     Continue(Request),
     /// Answer now.
     Respond(Response),
+    /// Hand the request on, and pass the response through the second field on its way back.
+    #[cfg_attr(not(feature = "middleware-wasm"), allow(dead_code))]
+    Wrap(Request, OnResponse),
 }
+
+/// A middleware's work on the response, once the later ones (and the route) answered.
+type OnResponse =
+    Box<dyn FnOnce(Response) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send>;
 
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,24 +233,36 @@ impl Pipeline {
 
     /// Runs `req` through every middleware in order, then `next` (the route or the app). A
     /// middleware that answers by itself ends the request there: the later ones and `next`
-    /// never see it.
+    /// never see it. The response goes back through the earlier middleware that asked to see
+    /// it, last first.
     pub async fn handle<F, Fut>(&self, req: Request, next: F) -> Response
     where
         F: FnOnce(Request) -> Fut,
         Fut: Future<Output = Response>,
     {
         let mut req = req;
+        let mut on_response: Vec<OnResponse> = Vec::new();
         let limit = self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
-        for stage in &self.stages {
-            match stage.middleware.on_request(req, limit).await {
-                Flow::Continue(r) => req = r,
-                Flow::Respond(res) => {
-                    tracing::debug!(middleware = %stage.name, status = res.status().as_u16(), "Middleware answered the request");
-                    return res;
+        let mut res = 'run: {
+            for stage in &self.stages {
+                match stage.middleware.on_request(req, limit).await {
+                    Flow::Continue(r) => req = r,
+                    Flow::Wrap(r, f) => {
+                        req = r;
+                        on_response.push(f);
+                    }
+                    Flow::Respond(r) => {
+                        tracing::debug!(middleware = %stage.name, status = r.status().as_u16(), "Middleware answered the request");
+                        break 'run r;
+                    }
                 }
             }
+            next(req).await
+        };
+        while let Some(f) = on_response.pop() {
+            res = f(res).await;
         }
-        next(req).await
+        res
     }
 }
 
@@ -257,8 +287,17 @@ impl Middleware {
                     .map_err(|e| format!("rule is not a valid regular expression: {e}"))
             }
             "middleware.http.uppercase" => Ok(Middleware::Uppercase),
-            other @ ("middleware.http.wasm"
-            | "middleware.http.oauth2"
+            #[cfg(feature = "middleware-wasm")]
+            "middleware.http.wasm" => {
+                wasm::Wasm::from_metadata(&spec.name, md).map(Middleware::Wasm)
+            }
+            #[cfg(not(feature = "middleware-wasm"))]
+            "middleware.http.wasm" => Err(
+                "middleware.http.wasm is not in this build; build mecha with the middleware-wasm \
+                 feature: cargo build --release --features middleware-wasm"
+                    .to_owned(),
+            ),
+            other @ ("middleware.http.oauth2"
             | "middleware.http.oauth2clientcredentials"
             | "middleware.http.opa"
             | "middleware.http.sentinel"
@@ -267,7 +306,13 @@ impl Middleware {
             }
             other => Err(format!(
                 "unknown middleware type {other}; this build supports: middleware.http.bearer, \
-                 middleware.http.ratelimit, middleware.http.routerchecker, middleware.http.uppercase"
+                 middleware.http.ratelimit, middleware.http.routerchecker, \
+                 middleware.http.uppercase{}",
+                if cfg!(feature = "middleware-wasm") {
+                    ", middleware.http.wasm"
+                } else {
+                    ""
+                }
             )),
         }
     }
@@ -284,6 +329,8 @@ impl Middleware {
                 }
             }
             Middleware::Uppercase => uppercase(req, body_limit).await,
+            #[cfg(feature = "middleware-wasm")]
+            Middleware::Wasm(w) => w.on_request(req, body_limit).await,
         }
     }
 }

@@ -240,12 +240,22 @@ fn assert_unauthorized((status, headers, body): &(StatusCode, HeaderMap, String)
 
 #[test]
 fn build_refuses_unknown_and_unsupported_types_naming_the_component() {
-    let e = build_err(&[spec("w", "middleware.http.wasm", &[])]);
-    assert!(e.contains("'w'"), "{e}");
+    let e = build_err(&[spec("o", "middleware.http.opa", &[])]);
+    assert!(e.contains("'o'"), "{e}");
     assert!(
-        e.contains("middleware.http.wasm is not supported in this build"),
+        e.contains("middleware.http.opa is not supported in this build"),
         "{e}"
     );
+    let e = build_err(&[spec("w", "middleware.http.wasm", &[])]);
+    assert!(e.contains("'w'"), "{e}");
+    if cfg!(feature = "middleware-wasm") {
+        assert!(e.contains("missing required metadata field url"), "{e}");
+    } else {
+        assert!(
+            e.contains("--features middleware-wasm") && e.contains("not in this build"),
+            "{e}"
+        );
+    }
     let e = build_err(&[
         spec("up", "middleware.http.uppercase", &[]),
         spec("odd", "middleware.http.nope", &[]),
