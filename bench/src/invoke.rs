@@ -52,6 +52,8 @@ pub(crate) const QUANTILES: [(&str, f64); 9] = [
 pub(crate) const BASELINE: &str = "baseline";
 pub(crate) const HAPROXY: &str = "HAProxy ×2";
 pub(crate) const MECHA: &str = "Mecha ×2";
+/// The same two sidecars' path with mTLS between them (HTTP only).
+pub(crate) const MECHA_MTLS: &str = "Mecha ×2 mTLS";
 
 /// One load phase on one target.
 #[derive(Clone, Default)]
@@ -521,8 +523,24 @@ async fn http(
         None => None,
     };
     let config = mesh_config(dir.path())?;
-    let callee = Sidecar::start_invoke(mecha, "bench-b", &config, Some((app.port, "http"))).await?;
-    let caller = Sidecar::start_invoke(mecha, "bench-a", &config, None).await?;
+    let callee =
+        Sidecar::start_invoke(mecha, "bench-b", &config, Some((app.port, "http")), &[]).await?;
+    let caller = Sidecar::start_invoke(mecha, "bench-a", &config, None, &[]).await?;
+    // The mTLS pair has its own name resolution file and app ids.
+    let tls_dir = dir.path().join("mtls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let (_sentry, tls_flags) = crate::procs::start_sentry(mecha, &tls_dir).await?;
+    let tls_config = mesh_config(&tls_dir)?;
+    let tls_callee = Sidecar::start_invoke(
+        mecha,
+        "bench-tb",
+        &tls_config,
+        Some((app.port, "http")),
+        &tls_flags,
+    )
+    .await?;
+    let tls_caller =
+        Sidecar::start_invoke(mecha, "bench-ta", &tls_config, None, &tls_flags).await?;
 
     let mut targets = vec![(
         Path3 {
@@ -551,6 +569,17 @@ async fn http(
         format!(
             "http://127.0.0.1:{}/v1.0/invoke/bench-b/method/echo",
             caller.http_port
+        ),
+    ));
+    targets.push((
+        Path3 {
+            name: MECHA_MTLS,
+            processes: vec!["caller sidecar", "callee sidecar"],
+            pids: vec![tls_caller.pid(), tls_callee.pid()],
+        },
+        format!(
+            "http://127.0.0.1:{}/v1.0/invoke/bench-tb/method/echo",
+            tls_caller.http_port
         ),
     ));
     let mut runners = Vec::new();
@@ -594,8 +623,8 @@ async fn grpc(
     };
     let config = mesh_config(dir.path())?;
     let callee =
-        Sidecar::start_invoke(mecha, "bench-gb", &config, Some((echo.port, "grpc"))).await?;
-    let caller = Sidecar::start_invoke(mecha, "bench-ga", &config, None).await?;
+        Sidecar::start_invoke(mecha, "bench-gb", &config, Some((echo.port, "grpc")), &[]).await?;
+    let caller = Sidecar::start_invoke(mecha, "bench-ga", &config, None, &[]).await?;
     let body = crate::grpc_echo::payload(BODY);
 
     let mut targets = vec![(

@@ -19,6 +19,7 @@ fn colour(name: &str) -> RGBColor {
         BASELINE => RGBColor(90, 90, 90),
         HAPROXY => RGBColor(31, 119, 180),
         MECHA => RGBColor(214, 39, 40),
+        crate::invoke::MECHA_MTLS => RGBColor(148, 103, 189),
         _ => RGBColor(44, 160, 44),
     }
 }

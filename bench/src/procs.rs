@@ -335,18 +335,20 @@ impl Sidecar {
     }
 
     /// A sidecar for service invocation: app id `app_id`, the Configuration file `config` (its
-    /// name resolution), no components, and with `app` = (port, protocol) an app behind it.
-    /// Ready once `/v1.0/healthz` answers 204 (with an app, that includes the app channel).
+    /// name resolution), no components, `more` flags, and with `app` = (port, protocol) an app
+    /// behind it. Ready once `/v1.0/healthz` answers 204 (with an app, that includes the app channel).
     pub(crate) async fn start_invoke(
         mecha: &Path,
         app_id: &str,
         config: &Path,
         app: Option<(u16, &str)>,
+        more: &[String],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let res = write_components(dir.path(), &[])?;
         let (http_port, grpc_port) = (free_port()?, free_port()?);
         let mut extra = vec!["--config".to_owned(), config.display().to_string()];
+        extra.extend_from_slice(more);
         if let Some((port, protocol)) = app {
             extra.extend([
                 "--app-port".to_owned(),
@@ -373,6 +375,50 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA made by `mecha ca init` in `dir/pki` and `mecha sentry` serving it; returns the
+/// signing service and the flags that give a sidecar mTLS with it.
+pub(crate) async fn start_sentry(
+    mecha: &Path,
+    dir: &Path,
+) -> anyhow::Result<(Helper, Vec<String>)> {
+    let pki = dir.join("pki");
+    let out = Command::new(mecha)
+        .args(["ca", "init", "--dir"])
+        .arg(&pki)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "mecha ca init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let port = free_port()?;
+    let child = Command::new(mecha)
+        .args([
+            "sentry",
+            "--log-level",
+            "warn",
+            "--port",
+            &port.to_string(),
+            "--dir",
+        ])
+        .arg(&pki)
+        .stdin(Stdio::null())
+        .spawn()?;
+    let sentry = Helper::adopt(child, port, "mecha sentry").await?;
+    let flags = vec![
+        "--enable-mtls".to_owned(),
+        "--sentry-address".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--trust-anchors-file".to_owned(),
+        pki.join("ca.crt").display().to_string(),
+        "--sentry-token-file".to_owned(),
+        pki.join("token").display().to_string(),
+    ];
+    Ok((sentry, flags))
 }
 
 /// Time from `spawn` to the first 204 of `/v1.0/healthz/outbound`, with a SQLite store.

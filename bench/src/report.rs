@@ -499,16 +499,18 @@ fn met(ok: bool) -> &'static str {
 impl Report {
     /// The service invocation section: tables, plots and the figures against their targets.
     fn write_invoke(&self, s: &mut String, inv: &crate::invoke::Results) -> anyhow::Result<()> {
-        use crate::invoke::{BASELINE, BODY, CONNECTIONS, HAPROXY, MECHA, RATE};
+        use crate::invoke::{BASELINE, BODY, CONNECTIONS, HAPROXY, MECHA, MECHA_MTLS, RATE};
         writeln!(s, "\n## Service invocation\n")?;
         writeln!(
             s,
             "The same {BODY}-byte POST (HTTP) or {BODY}-byte echo message (gRPC) to the same app, \
-             measured in one run on three paths: **baseline** (client → app), **{HAPROXY}** (client \
+             measured in one run on these paths: **baseline** (client → app), **{HAPROXY}** (client \
              → HAProxy → HAProxy → app: two HAProxy processes, `mode http`, keep-alive on both sides, \
-             `http-reuse always`, `nbthread 2` each) and **{MECHA}** (client → caller sidecar \
+             `http-reuse always`, `nbthread 2` each), **{MECHA}** (client → caller sidecar \
              `/v1.0/invoke/bench-b/method/echo` → callee sidecar → app; the sidecars find each \
-             other through SQLite name resolution and talk HTTP/2). The HTTP app is a hyper \
+             other through SQLite name resolution and talk pooled HTTP/1.1 for HTTP calls, HTTP/2 \
+             for gRPC) and, for HTTP, **{MECHA_MTLS}** (the same with mTLS between the sidecars: \
+             certificates from `mecha sentry`, TLS 1.3). The HTTP app is a hyper \
              HTTP/1.1 server in a child process answering {BODY} bytes; HTTP load is `oha` with \
              {CONNECTIONS} connections: **{RATE} req/s constant rate** with `--latency-correction` \
              for {:?} per target (latency from each request's scheduled time), then a **closed \
@@ -702,6 +704,25 @@ impl Report {
                     met(idle <= 10 * 1024),
                 )?;
             }
+        }
+        if let (Some(tls), Some(plain)) = (
+            inv.added(false, crate::invoke::MECHA_MTLS, "p50"),
+            inv.added(false, MECHA, "p50"),
+        ) {
+            let cpu = inv
+                .target(false, crate::invoke::MECHA_MTLS)
+                .map(|t| {
+                    (0..t.processes.len())
+                        .map(|i| format!("{:.3}", t.rate.cpu_per_1000(i).unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                })
+                .unwrap_or_default();
+            writeln!(
+                s,
+                "- HTTP invocation with mTLS between the sidecars adds **{tls:.0} µs p50** ({:+.0} µs over plaintext), {cpu} CPU-s per 1000 requests (caller / callee), at {RATE} req/s.",
+                tls - plain,
+            )?;
         }
         if let Some(f) = &self.footprint {
             writeln!(

@@ -512,10 +512,15 @@ impl InvokeService {
                     return Err(invoke_error(
                         target,
                         format!(
-                            "calling {}:{}: {}",
+                            "calling {}:{}: {}{}",
                             instance.host,
                             instance.port,
-                            error_chain(&e)
+                            error_chain(&e),
+                            if self.peer_tls.is_some() && e.is_connect() {
+                                " (mTLS is on: the callee's sidecar needs it too, with a certificate from the same trust anchors)"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }

@@ -180,6 +180,16 @@ pub(crate) struct SidecarArgs {
     /// Failed probes in a row that make the app unhealthy.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub(crate) app_health_threshold: u32,
+    /// Threads that run the sidecar: 1 (the default) serves everything from one thread, which
+    /// costs the least CPU and latency per request; more lets one sidecar use several cores
+    /// under heavy load; 0 means one per CPU. Blocking work has its own threads either way.
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "MECHA_RUNTIME_THREADS",
+        value_name = "N"
+    )]
+    pub(crate) runtime_threads: usize,
     /// Call other sidecars, and accept their calls, only over mutual TLS with workload
     /// certificates (also turned on by `spec.mtls.enabled: true` in the Configuration).
     /// The certificate comes from DAPR_CERT_CHAIN / DAPR_CERT_KEY when set, otherwise from

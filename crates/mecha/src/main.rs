@@ -17,10 +17,12 @@ use crate::cli::{Cli, Command, SidecarArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Sidecar(args) => args.runtime_threads,
+        Command::Run(args) => args.sidecar.runtime_threads,
+        _ => 1,
+    };
+    let runtime = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mecha: cannot start the async runtime: {e}");
@@ -46,6 +48,25 @@ fn main() -> ExitCode {
             eprintln!("mecha: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime: one thread (the default, as a sidecar's work is mostly waiting on
+/// sockets, and one thread spares the cross-thread wake-ups of a work-stealing pool), `n`
+/// worker threads, or with 0 one per CPU. Blocking work (SQLite, file I/O, wasm guests) runs on
+/// tokio's blocking pool either way.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
 }
 

@@ -94,15 +94,9 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .route("/v1.0/invoke/{*rest}", axum::routing::any(invoke::invoke))
         .fallback(invoke::fallback)
-        // Outermost first: the token is checked before any body is read, and the body limit
-        // applies to every handler that reads one.
+        // The body limit applies to every handler that reads a body.
         .layer(DefaultBodyLimit::max(limit));
-    // The pipeline runs inside the token check and the body limit.
-    let router = match services.http_pipeline.clone() {
-        Some(p) => router.layer(middleware::from_fn_with_state(p, crate::middleware::layer)),
-        None => router,
-    }
-    .layer(middleware::from_fn_with_state(services.clone(), api_token));
+    // Tracing and metrics run after routing: they label requests with the matched route.
     let router = if services.tracer.is_enabled() {
         router.layer(middleware::from_fn_with_state(services.clone(), trace_api))
     } else {
@@ -115,7 +109,16 @@ pub fn router(services: Arc<Services>) -> Router {
         )),
         None => router,
     };
-    router.with_state(services)
+    let routes = router.with_state(services.clone());
+    // The token check and the `httpPipeline` run before routing, as in daprd: a middleware
+    // that rewrites the path (e.g. a wasm guest) chooses the route the request then takes.
+    // The token is checked first, before any body is read.
+    let outer = Router::new().fallback_service(routes);
+    let outer = match services.http_pipeline.clone() {
+        Some(p) => outer.layer(middleware::from_fn_with_state(p, crate::middleware::layer)),
+        None => outer,
+    };
+    outer.layer(middleware::from_fn_with_state(services, api_token))
 }
 
 /// A server span per API call (health and metadata excepted), child of the caller's

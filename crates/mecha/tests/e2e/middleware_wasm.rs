@@ -10,9 +10,9 @@ use mecha_test_support::MechaProcess;
 use crate::MECHA;
 use crate::invoke::Mesh;
 
-/// Rewrites `/v1.0/invoke/wasm-app/method/hi?name=panda` to
-/// `/v1.0/invoke/wasm-app/method/hello?name=teddy` and hands its guest configuration on in
-/// the request header `x-guest-config`.
+/// Rewrites `/v1.0/invoke/wasm-app/method/hi?name=panda`, and `/v1.0/hi?name=panda` (a path
+/// no API route serves), to `/v1.0/invoke/wasm-app/method/hello?name=teddy`, and hands its
+/// guest configuration on in the request header `x-guest-config`.
 const GUEST: &str = r#"
 (module
   (import "http_handler" "get_uri" (func $get_uri (param i32 i32) (result i32)))
@@ -24,6 +24,7 @@ const GUEST: &str = r#"
   (data (i32.const 0) "/v1.0/invoke/wasm-app/method/hi?name=panda")      ;; 42
   (data (i32.const 64) "/v1.0/invoke/wasm-app/method/hello?name=teddy")  ;; 45
   (data (i32.const 128) "x-guest-config")                                ;; 14
+  (data (i32.const 192) "/v1.0/hi?name=panda")                           ;; 19
 
   (func $same (param $a i32) (param $b i32) (param $n i32) (result i32)
     (loop $each
@@ -38,9 +39,14 @@ const GUEST: &str = r#"
 
   (func (export "handle_request") (result i64)
     (local $len i32)
-    (if (i32.eq (call $get_uri (i32.const 1024) (i32.const 512)) (i32.const 42))
+    (local.set $len (call $get_uri (i32.const 1024) (i32.const 512)))
+    (if (i32.eq (local.get $len) (i32.const 42))
       (then
         (if (call $same (i32.const 1024) (i32.const 0) (i32.const 42))
+          (then (call $set_uri (i32.const 64) (i32.const 45))))))
+    (if (i32.eq (local.get $len) (i32.const 19))
+      (then
+        (if (call $same (i32.const 1024) (i32.const 192) (i32.const 19))
           (then (call $set_uri (i32.const 64) (i32.const 45))))))
     (local.set $len (call $get_config (i32.const 2048) (i32.const 1024)))
     (if (i32.le_u (local.get $len) (i32.const 1024))
@@ -100,6 +106,17 @@ async fn wasm_middleware_rewrites_the_invoked_path() {
     );
     assert_eq!(echo.hits("/hi"), 0);
     assert_eq!(echo.hits("/hello"), 1);
+
+    // The pipeline runs before routing: the rewritten path picks the route.
+    let r = c
+        .get(format!("{}/v1.0/hi?name=panda", p.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", p.log());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/hello", "{v}");
+    assert_eq!(echo.hits("/hello"), 2);
 
     // Other paths go through unchanged, with a body.
     let r = c
