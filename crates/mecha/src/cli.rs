@@ -207,4 +207,11 @@ pub(crate) struct SidecarArgs {
     /// ~/.mecha/pki/token).
     #[arg(long, value_name = "FILE")]
     pub(crate) sentry_token_file: Option<PathBuf>,
+    /// Use this workload certificate chain (PEM, leaf first) instead of asking the signing
+    /// service (like DAPR_CERT_CHAIN); it is not renewed. Needs --cert-key-file.
+    #[arg(long, value_name = "FILE", requires = "cert_key_file")]
+    pub(crate) cert_chain_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-chain-file (like DAPR_CERT_KEY).
+    #[arg(long, value_name = "FILE", requires = "cert_chain_file")]
+    pub(crate) cert_key_file: Option<PathBuf>,
 }

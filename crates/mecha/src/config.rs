@@ -123,8 +123,14 @@ fn mtls_settings(args: &SidecarArgs) -> anyhow::Result<mecha_runtime::mtls::Mtls
         sentry_address: Some(args.sentry_address.clone()),
         sentry_token,
         trust_anchors,
-        cert_chain: non_empty_env(ENV_CERT_CHAIN),
-        cert_key: non_empty_env(ENV_CERT_KEY),
+        cert_chain: match &args.cert_chain_file {
+            Some(f) => Some(read("--cert-chain-file", f)?),
+            None => non_empty_env(ENV_CERT_CHAIN),
+        },
+        cert_key: match &args.cert_key_file {
+            Some(f) => Some(read("--cert-key-file", f)?),
+            None => non_empty_env(ENV_CERT_KEY),
+        },
     })
 }
 

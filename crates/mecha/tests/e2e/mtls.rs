@@ -292,6 +292,60 @@ async fn a_pair_with_certificates_from_the_signing_service() {
             .contains("mtls-filed"),
         "{v}"
     );
+
+    // A caller whose certificate (given in files, so never renewed) has expired is refused.
+    let (key, issued) = authority
+        .issue(
+            &mecha_runtime::mtls::SpiffeId::new("public", "default", "mtls-a"),
+            &[],
+            Duration::from_secs(2),
+            Duration::from_secs(0),
+        )
+        .unwrap();
+    let chain_file = dir.path().join("short.crt");
+    let key_file = dir.path().join("short.key");
+    std::fs::write(
+        &chain_file,
+        format!("{}{}", issued.cert_pem, issued.chain_pem.concat()),
+    )
+    .unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let anchors_file = pki.join("ca.crt").display().to_string();
+    let short = sidecar(
+        "mtls-a",
+        &caller_config,
+        None,
+        vec![
+            "--cert-chain-file".into(),
+            chain_file.display().to_string(),
+            "--cert-key-file".into(),
+            key_file.display().to_string(),
+            "--trust-anchors-file".into(),
+            anchors_file,
+        ],
+        &[],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = echo.hits("/allowed/1");
+    let r = invoke(&c, &short, "/allowed/1", None).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        short.log()
+    );
+    assert_eq!(
+        echo.hits("/allowed/1"),
+        before,
+        "an expired certificate reached the app"
+    );
+    eventually!(
+        Duration::from_secs(5),
+        b.log().to_lowercase().contains("expired"),
+        "the callee did not log the expired certificate:\n{}",
+        b.log()
+    );
 }
 
 /// Workload certificates of 4 s are renewed over and over while calls flow; no call fails,
