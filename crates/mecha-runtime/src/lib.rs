@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod middleware;
 pub mod mtls;
+mod outbound;
 pub mod pubsub;
 pub mod resiliency;
 pub mod secrets;

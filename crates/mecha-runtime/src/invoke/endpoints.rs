@@ -148,15 +148,7 @@ impl Endpoint {
 }
 
 fn build_client() -> Result<Client<HttpsConnector<HttpConnector>, Body>, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("loading the system's TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let https = crate::outbound::https_connector()?;
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 

@@ -529,14 +529,7 @@ struct Cached {
 
 impl Remote {
     fn new(location: Location, refetch_interval: Duration) -> Result<Remote, String> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("loading the system's TLS roots: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = crate::outbound::https_connector()?;
         Ok(Remote {
             location,
             client: Client::builder(TokioExecutor::new()).build(https),

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// The largest module accepted.
@@ -70,14 +69,7 @@ fn download(url: &str) -> Result<Vec<u8>, String> {
 }
 
 async fn fetch(mut uri: Uri) -> Result<Vec<u8>, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("loading the system's TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let https = crate::outbound::https_connector()?;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     for _ in 0..=MAX_REDIRECTS {
         let req = http::Request::get(uri.clone())
