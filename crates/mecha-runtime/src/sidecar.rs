@@ -211,6 +211,13 @@ impl Sidecar {
         let shutdown = ShutdownHandle::new();
         let mtls_spec =
             crate::mtls::MtlsSpec::from_spec(mtls_spec.as_ref()).map_err(StartError::Invalid)?;
+        if mtls_spec.workload_cert_ttl != crate::mtls::DEFAULT_WORKLOAD_CERT_TTL
+            || mtls_spec.allowed_clock_skew != crate::mtls::DEFAULT_ALLOWED_CLOCK_SKEW
+        {
+            tracing::info!(
+                "spec.mtls.workloadCertTTL and allowedClockSkew are applied by the signing service (mecha sentry --config), not by the sidecar"
+            );
+        }
         let workload = if config.mtls.enabled || mtls_spec.enabled {
             let trust_domain = access_spec
                 .as_ref()
