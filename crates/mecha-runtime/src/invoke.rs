@@ -97,7 +97,8 @@ type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 /// that the callee's certificate names the app called.
 struct PeerTls {
     workload: Arc<crate::mtls::Workload>,
-    clients: std::sync::RwLock<HashMap<(String, String), Arc<TlsClients>>>,
+    /// Namespace → app id → clients (looked up without allocating).
+    clients: std::sync::RwLock<HashMap<String, HashMap<String, Arc<TlsClients>>>>,
 }
 
 struct TlsClients {
@@ -567,11 +568,11 @@ impl InvokeService {
         let verified = match &self.peer_tls {
             Some(_) => match req.extensions().get::<crate::mtls::PeerIdentity>() {
                 Some(p) => {
-                    let id = p.0.clone();
+                    let p = p.clone();
                     let h = req.headers_mut();
-                    h.insert(CALLER, header(&id.app_id));
-                    h.insert(CALLER_NAMESPACE, header(&id.namespace));
-                    Some(id)
+                    h.insert(CALLER, p.app_id_header().clone());
+                    h.insert(CALLER_NAMESPACE, p.namespace_header().clone());
+                    Some(p)
                 }
                 None => {
                     return error_response(
@@ -596,8 +597,8 @@ impl InvokeService {
             let (caller, caller_ns) = (text(&CALLER), text(&CALLER_NAMESPACE));
             let trust_domain = verified
                 .as_ref()
-                .map_or(crate::acl::DEFAULT_TRUST_DOMAIN, |id| {
-                    id.trust_domain.as_str()
+                .map_or(crate::acl::DEFAULT_TRUST_DOMAIN, |p| {
+                    p.id().trust_domain.as_str()
                 });
             let verb = if kind == Kind::Http {
                 req.method().as_str()
@@ -741,18 +742,18 @@ pub fn error_response(status: StatusCode, e: &ApiError) -> Response<Body> {
 
 impl PeerTls {
     fn clients(&self, namespace: &str, app_id: &str) -> Arc<TlsClients> {
-        let key = (namespace.to_owned(), app_id.to_owned());
         if let Some(c) = self
             .clients
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(namespace)
+            .and_then(|apps| apps.get(app_id))
         {
             return c.clone();
         }
         let expect = crate::mtls::tls::Expect::App {
-            namespace: key.0.clone(),
-            app_id: key.1.clone(),
+            namespace: namespace.to_owned(),
+            app_id: app_id.to_owned(),
         };
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -780,7 +781,9 @@ impl PeerTls {
         self.clients
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
+            .entry(namespace.to_owned())
+            .or_default()
+            .entry(app_id.to_owned())
             .or_insert(clients)
             .clone()
     }

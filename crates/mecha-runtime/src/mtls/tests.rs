@@ -83,12 +83,20 @@ async fn workload(p: &Pki, sentry: &str, app: &str) -> Arc<Workload> {
     .unwrap()
 }
 
+/// What a caller of `id` accepts: that app id in that namespace.
+fn expect(id: &SpiffeId) -> Expect {
+    Expect::App {
+        namespace: id.namespace.clone(),
+        app_id: id.app_id.clone(),
+    }
+}
+
 /// Serves, over mTLS as `w`, an endpoint answering with the caller's verified app id.
 async fn serve_whoami(w: &Arc<Workload>) -> u16 {
     let router = axum::Router::new().fallback(|req: axum::extract::Request| async move {
         req.extensions()
             .get::<PeerIdentity>()
-            .map(|p| p.0.to_string())
+            .map(|p| p.id().to_string())
             .unwrap_or_else(|| "anonymous".into())
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,12 +138,12 @@ async fn signing_service_and_mutual_tls() {
     let port = serve_whoami(&b).await;
 
     // Both sides verified: the callee sees the caller's id from its certificate.
-    let ok = get(a.client_config(Expect::Exact(b.id().clone())), port).await;
+    let ok = get(a.client_config(expect(b.id())), port).await;
     assert_eq!(ok.unwrap(), "spiffe://public/ns/default/a");
 
     // The caller refuses a callee that is not the app it meant to call.
     let wrong = get(
-        a.client_config(Expect::Exact(SpiffeId::new("public", "default", "c"))),
+        a.client_config(expect(&SpiffeId::new("public", "default", "c"))),
         port,
     )
     .await;
@@ -145,12 +153,7 @@ async fn signing_service_and_mutual_tls() {
     );
 
     // No client certificate: refused.
-    let anonymous = get(
-        p.trust
-            .anonymous_client_config(Expect::Exact(b.id().clone())),
-        port,
-    )
-    .await;
+    let anonymous = get(p.trust.anonymous_client_config(expect(b.id())), port).await;
     assert!(
         format!("{anonymous:?}").contains("CertificateRequired"),
         "{anonymous:?}"
@@ -179,11 +182,11 @@ async fn signing_service_and_mutual_tls() {
     let chain = format!("{}{}", issued.cert_pem, issued.chain_pem.concat());
     let stranger =
         Workload::new(SpiffeId::new("public", "default", "a"), both, &chain, &key).unwrap();
-    let refused = get(stranger.client_config(Expect::Exact(b.id().clone())), port).await;
+    let refused = get(stranger.client_config(expect(b.id())), port).await;
     let text = format!("{refused:?}");
     assert!(text.contains("AlertReceived"), "{text}");
     let outsider = workload(&other, &other_sentry, "a").await;
-    let distrusted = get(outsider.client_config(Expect::Exact(b.id().clone())), port).await;
+    let distrusted = get(outsider.client_config(expect(b.id())), port).await;
     assert!(
         format!("{distrusted:?}").contains("InvalidCertificate"),
         "{distrusted:?}"
@@ -231,7 +234,7 @@ async fn expired_certificates_are_refused_and_renewal_keeps_serving() {
         &key,
     )
     .unwrap();
-    let config = old.client_config(Expect::Exact(b.id().clone()));
+    let config = old.client_config(expect(b.id()));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let expired = get(config, port).await;
     assert!(
@@ -246,7 +249,7 @@ async fn expired_certificates_are_refused_and_renewal_keeps_serving() {
     let mut answers = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while tokio::time::Instant::now() < deadline {
-        let r = get(a.client_config(Expect::Exact(b.id().clone())), port).await;
+        let r = get(a.client_config(expect(b.id())), port).await;
         assert_eq!(r.unwrap(), "spiffe://public/ns/default/a");
         answers += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -40,15 +40,49 @@ struct Current {
     not_after: SystemTime,
 }
 
-/// The verified identity of the peer of a TLS connection, as a request extension.
+/// The verified identity of the peer of a TLS connection, as a request extension: made once
+/// per connection, shared by its requests.
 #[derive(Clone, Debug)]
-pub struct PeerIdentity(pub SpiffeId);
+pub struct PeerIdentity(Arc<Peer>);
+
+#[derive(Debug)]
+struct Peer {
+    id: SpiffeId,
+    app_id: http::HeaderValue,
+    namespace: http::HeaderValue,
+}
+
+impl PeerIdentity {
+    fn new(id: SpiffeId) -> Option<Self> {
+        // SPIFFE ids hold only characters that are valid in header values.
+        let app_id = http::HeaderValue::from_str(&id.app_id).ok()?;
+        let namespace = http::HeaderValue::from_str(&id.namespace).ok()?;
+        Some(Self(Arc::new(Peer {
+            id,
+            app_id,
+            namespace,
+        })))
+    }
+
+    /// The peer's SPIFFE id.
+    pub fn id(&self) -> &SpiffeId {
+        &self.0.id
+    }
+
+    /// The peer's app id as a header value.
+    pub fn app_id_header(&self) -> &http::HeaderValue {
+        &self.0.app_id
+    }
+
+    /// The peer's namespace as a header value.
+    pub fn namespace_header(&self) -> &http::HeaderValue {
+        &self.0.namespace
+    }
+}
 
 /// Which server identity a client accepts.
 #[derive(Clone, Debug)]
 pub enum Expect {
-    /// Exactly this id.
-    Exact(SpiffeId),
     /// This app id in this namespace, in any trust domain of the anchors.
     App {
         /// The namespace.
@@ -326,7 +360,6 @@ impl ServerCertVerifier for PeerVerifier {
             rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
         })?;
         let ok = match &self.expect {
-            Expect::Exact(want) => *want == id,
             Expect::App { namespace, app_id } => id.namespace == *namespace && id.app_id == *app_id,
             Expect::AppId(app) => id.app_id == *app,
         };
@@ -444,7 +477,7 @@ pub async fn serve(
                 tracing::warn!(peer = %peer, "The peer's certificate carries no SPIFFE id; connection closed");
                 return;
             }
-            let identity = id.map(PeerIdentity);
+            let identity = id.and_then(PeerIdentity::new);
             let service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let mut req = req.map(Body::new);
