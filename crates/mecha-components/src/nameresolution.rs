@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mecha_core::duration::parse_go_duration;
-use mecha_core::nameresolution::{Instance, NameResolver, ResolveError, ResolverInit};
+use mecha_core::nameresolution::{Instance, Instances, NameResolver, ResolveError, ResolverInit};
 use serde_json::{Map, Value};
 
 pub mod dns;
@@ -187,7 +187,7 @@ impl ResolveCache {
     }
 
     /// The fresh entry for (`app_id`, `namespace`), if any.
-    pub(crate) fn get(&self, app_id: &str, namespace: &str) -> Option<Vec<Instance>> {
+    pub(crate) fn get(&self, app_id: &str, namespace: &str) -> Option<Instances> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -196,11 +196,11 @@ impl ResolveCache {
             .get(namespace)?
             .get(app_id)
             .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, found)| found.to_vec())
+            .map(|(_, found)| found.clone())
     }
 
     /// Remembers `found` for (`app_id`, `namespace`), dropping expired entries now and then.
-    pub(crate) fn put(&self, app_id: &str, namespace: &str, found: &[Instance]) {
+    pub(crate) fn put(&self, app_id: &str, namespace: &str, found: &Instances) {
         if self.ttl.is_zero() {
             return;
         }
@@ -214,7 +214,7 @@ impl ResolveCache {
         }
         entries.entry(namespace.to_owned()).or_default().insert(
             app_id.to_owned(),
-            (tokio::time::Instant::now(), found.into()),
+            (tokio::time::Instant::now(), found.clone()),
         );
     }
 

@@ -441,9 +441,9 @@ mod dns {
             found.iter().all(|i| i.host.parse::<IpAddr>().is_ok()),
             "{found:?}"
         );
-        let mut sorted = found.clone();
+        let mut sorted = found.to_vec();
         sorted.sort_by(|a, b| a.host.cmp(&b.host));
-        assert_eq!(found, sorted, "stable order");
+        assert_eq!(found.to_vec(), sorted, "stable order");
     }
 
     #[tokio::test]

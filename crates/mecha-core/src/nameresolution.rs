@@ -28,6 +28,9 @@ pub struct Instance {
     pub port: u16,
 }
 
+/// The instances of an app id, as [`NameResolver::resolve`] returns them.
+pub type Instances = std::sync::Arc<[Instance]>;
+
 /// What a resolver is built from.
 #[derive(Clone, Debug)]
 pub struct ResolverInit {
@@ -48,8 +51,9 @@ pub trait NameResolver: Send + Sync + 'static {
     /// Announces `me` and keeps it fresh until [`NameResolver::close`].
     async fn register(&self, me: &Instance) -> Result<(), ResolveError>;
 
-    /// Every live instance of `app_id` in `namespace`.
-    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Vec<Instance>, ResolveError>;
+    /// Every live instance of `app_id` in `namespace` (shared: resolvers that cache hand out
+    /// the cached list without copying it).
+    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Instances, ResolveError>;
 
     /// Withdraws the announcement and stops background work.
     async fn close(&self) {}

@@ -4,7 +4,7 @@
 //! later.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,6 +32,12 @@ pub struct AppChannel {
     raw: Client<HttpConnector, axum::body::Body>,
     raw_http2: bool,
     base: String,
+    /// The authority part of `base`, parsed once (each call's URI is made from it).
+    authority: Option<http::uri::Authority>,
+    /// Pooled HTTP/1.1 connections to an HTTP/1.1 app, and its address.
+    h1: Arc<crate::h1pool::H1Pool>,
+    host: String,
+    port: u16,
 }
 
 /// An HTTP client bound to the app's address.
@@ -110,7 +116,11 @@ impl AppChannel {
                 config.app_protocol,
                 AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::H2c
             ),
+            authority: base.strip_prefix("http://").and_then(|a| a.parse().ok()),
             base,
+            h1: crate::h1pool::H1Pool::new(Duration::from_secs(5)),
+            host: config.app_channel_address.clone(),
+            port,
         })
     }
 
@@ -152,25 +162,43 @@ impl AppChannel {
     pub async fn forward(
         &self,
         mut req: Request<axum::body::Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let uri = format!(
-            "{}{}",
-            self.base,
-            req.uri().path_and_query().map_or("/", |p| p.as_str())
-        );
-        *req.uri_mut() = uri.parse().map_err(|e| format!("bad app URI {uri}: {e}"))?;
-        *req.version_mut() = if self.raw_http2 {
-            http::Version::HTTP_2
-        } else {
-            http::Version::HTTP_11
-        };
+    ) -> Result<http::Response<axum::body::Body>, String> {
         if let Some(token) = &self.token {
             req.headers_mut()
                 .insert(crate::api::http::API_TOKEN_HEADER, token.clone());
         }
+        if !self.raw_http2 {
+            // HTTP/1.1 apps get origin-form URIs over pooled connections.
+            if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                let path = req.uri().path_and_query().cloned();
+                *req.uri_mut() = path
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+                    .into();
+            }
+            *req.version_mut() = http::Version::HTTP_11;
+            return self
+                .h1
+                .send(&self.host, self.port, req)
+                .await
+                .map(|res| res.map(axum::body::Body::new))
+                .map_err(|e| format!("calling the app: {}", crate::invoke::error_chain(&e)));
+        }
+        let path = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(
+            self.authority
+                .clone()
+                .ok_or_else(|| format!("bad app address {}", self.base))?,
+        );
+        parts.path_and_query =
+            Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("bad app URI: {e}"))?;
+        *req.version_mut() = http::Version::HTTP_2;
         self.raw
             .request(req)
             .await
+            .map(|res| res.map(axum::body::Body::new))
             .map_err(|e| format!("calling the app: {e}"))
     }
 

@@ -19,9 +19,9 @@
 mod endpoints;
 mod forward;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ pub struct InvokeService {
     peers: Client<HttpConnector, Body>,
     /// Pooled HTTP/1.1 keep-alive connections to other sidecars, for HTTP calls: cheaper per
     /// request than HTTP/2 framing on loopback and LAN links (see bench/README.md).
-    peers_http1: Client<HttpConnector, Body>,
+    peers_http1: Arc<crate::h1pool::H1Pool>,
     app: Option<Arc<AppChannel>>,
     endpoints: HttpEndpoints,
     resiliency: Arc<Resiliency>,
@@ -111,7 +111,7 @@ struct TlsClients {
 /// Round robin over the instances of each app id, skipping those that failed recently.
 #[derive(Default)]
 struct Balancer {
-    next: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    next: Mutex<HashMap<String, usize>>,
     failed: Mutex<HashMap<(String, u16), Instant>>,
 }
 
@@ -165,10 +165,8 @@ impl InvokeService {
         let peers = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .http2_adaptive_window(true)
-            .build(connector.clone());
-        let peers_http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let peers_http1 = crate::h1pool::H1Pool::new(Duration::from_secs(5));
         Self {
             app_id: app_id.to_owned(),
             namespace: namespace.to_owned(),
@@ -312,17 +310,17 @@ impl InvokeService {
                 .to_peer(target, app_id, namespace, kind, req, policy)
                 .await;
         };
-        let method = req.uri().path().to_owned();
-        m.invoke_req_sent(app_id, &method);
+        let uri = req.uri().clone();
+        m.invoke_req_sent(app_id, uri.path());
         let started = Instant::now();
         let result = self
             .to_peer(target, app_id, namespace, kind, req, policy)
             .await;
         let status = match &result {
-            Ok(res) => res.status().as_u16().to_string(),
-            Err(e) => e.http.as_u16().to_string(),
+            Ok(res) => res.status(),
+            Err(e) => e.http,
         };
-        m.invoke_res_recv(app_id, &method, &status, started.elapsed());
+        m.invoke_res_recv(app_id, uri.path(), status.as_u16(), started.elapsed());
         result
     }
 
@@ -391,10 +389,14 @@ impl InvokeService {
                 h.insert(DEADLINE, v);
             }
         }
-        // Small bodies are buffered: a call can then move to the next instance when a
-        // connection fails, and be retried by the policy. Larger or chunked bodies stream.
-        let (parts, body) = req.into_parts();
-        let payload = if small_body(&parts.headers) {
+        // Small bodies of known size are buffered: a call can then move to the next instance
+        // when a connection fails, and be retried by the policy. Larger bodies, and bodies of
+        // unknown size (chunked, or an HTTP/2 stream such as a gRPC call that is still
+        // sending), stream as they come.
+        let (mut parts, body) = req.into_parts();
+        // Nothing downstream reads the API side's extensions (connection info, route).
+        parts.extensions.clear();
+        let payload = if small_body(&body) {
             Payload::Buffered(
                 body.collect()
                     .await
@@ -405,11 +407,16 @@ impl InvokeService {
             Payload::Stream(Mutex::new(Some(body)))
         };
         if policy.is_noop() {
-            return self.send_once(target, &instances, &parts, &payload).await;
+            return self
+                .send_once(target, &instances, Cow::Owned(parts), &payload)
+                .await;
         }
         let result = policy
             .run(|| async {
-                match self.send_once(target, &instances, &parts, &payload).await {
+                match self
+                    .send_once(target, &instances, Cow::Borrowed(&parts), &payload)
+                    .await
+                {
                     Ok(res) if policy.retries_http_status(res.status().as_u16()) => {
                         Attempt::Retryable(RetryableResponse::Response(res))
                     }
@@ -439,30 +446,45 @@ impl InvokeService {
     }
 
     /// Sends the request to one instance, moving to the next one when a connection cannot be
-    /// made (buffered bodies only: a streamed body goes to the first instance).
+    /// made (buffered bodies only: a streamed body goes to the first instance). The request
+    /// head is copied only when it may be needed again.
     async fn send_once(
         &self,
         target: &str,
         instances: &[Instance],
-        parts: &http::request::Parts,
+        mut parts: Cow<'_, http::request::Parts>,
         payload: &Payload,
     ) -> Result<Response<Body>, ApiError> {
         let order = self.balancer.order(target, instances);
         let mut last_error = String::new();
-        for (i, instance) in order.iter().enumerate() {
-            let uri: Uri = format!(
-                "{}://{}:{}{}",
-                if self.peer_tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
-                instance.host,
-                instance.port,
-                parts.uri.path_and_query().map_or("/", |p| p.as_str())
-            )
-            .parse()
-            .map_err(|e| invoke_error(target, format!("bad address: {e}")))?;
+        for (i, &index) in order.iter().enumerate() {
+            let instance = &instances[index];
+            let last = i + 1 == order.len();
+            let grpc = parts.headers.get(&KIND).is_some_and(|k| k == "grpc");
+            let pooled_http1 = !grpc && self.peer_tls.is_none();
+            let uri: Uri = if pooled_http1 {
+                // The pool sends origin-form URIs and names the peer in `Host`.
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+                    .into()
+            } else {
+                format!(
+                    "{}://{}:{}{}",
+                    if self.peer_tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    instance.host,
+                    instance.port,
+                    parts.uri.path_and_query().map_or("/", |p| p.as_str())
+                )
+                .parse()
+                .map_err(|e| invoke_error(target, format!("bad address: {e}")))?
+            };
             let body = match payload {
                 Payload::Buffered(b) => Body::from(b.clone()),
                 Payload::Stream(s) => match s.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -475,39 +497,53 @@ impl InvokeService {
                     }
                 },
             };
-            let mut req = Request::from_parts(parts.clone(), body);
+            let head = if last {
+                std::mem::replace(&mut parts, Cow::Owned(empty_parts())).into_owned()
+            } else {
+                parts.as_ref().clone()
+            };
+            let mut req = Request::from_parts(head, body);
             *req.uri_mut() = uri;
-            let grpc = parts.headers.get(&KIND).is_some_and(|k| k == "grpc");
             *req.version_mut() = if grpc {
                 http::Version::HTTP_2
             } else {
                 http::Version::HTTP_11
             };
             let response = match &self.peer_tls {
-                None if grpc => self.peers.request(req),
-                None => self.peers_http1.request(req),
+                None if grpc => legacy(self.peers.request(req).await),
+                None => match self
+                    .peers_http1
+                    .send(&instance.host, instance.port, req)
+                    .await
+                {
+                    Ok(res) => Ok(res.map(Body::new)),
+                    Err(e) => Err(SendError {
+                        connect: e.is_connect(),
+                        text: error_chain(&e),
+                    }),
+                },
                 Some(tls) => {
                     let c = tls.clients(&instance.namespace, &instance.app_id);
-                    if grpc {
-                        c.h2.request(req)
+                    legacy(if grpc {
+                        c.h2.request(req).await
                     } else {
-                        c.h1.request(req)
-                    }
+                        c.h1.request(req).await
+                    })
                 }
             };
-            let can_move_on = matches!(payload, Payload::Buffered(_)) && i + 1 < order.len();
-            match response.await {
+            let can_move_on = matches!(payload, Payload::Buffered(_)) && !last;
+            match response {
                 Ok(res) => {
                     self.balancer.succeeded(instance);
-                    return Ok(res.map(Body::new));
+                    return Ok(res);
                 }
-                Err(e) if e.is_connect() && can_move_on => {
-                    tracing::warn!(app_id = %instance.app_id, address = %format!("{}:{}", instance.host, instance.port), error = %e, "Cannot reach an instance; trying the next one");
+                Err(e) if e.connect && can_move_on => {
+                    tracing::warn!(app_id = %instance.app_id, address = %format!("{}:{}", instance.host, instance.port), error = %e.text, "Cannot reach an instance; trying the next one");
                     self.balancer.failed(instance);
-                    last_error = e.to_string();
+                    last_error = e.text;
                 }
                 Err(e) => {
-                    if e.is_connect() {
+                    if e.connect {
                         self.balancer.failed(instance);
                     }
                     return Err(invoke_error(
@@ -516,8 +552,8 @@ impl InvokeService {
                             "calling {}:{}: {}{}",
                             instance.host,
                             instance.port,
-                            error_chain(&e),
-                            if self.peer_tls.is_some() && e.is_connect() {
+                            e.text,
+                            if self.peer_tls.is_some() && e.connect {
                                 " (mTLS is on: the callee's sidecar needs it too, with a certificate from the same trust anchors)"
                             } else {
                                 ""
@@ -532,18 +568,15 @@ impl InvokeService {
 
     /// The callee side: hands a request from another sidecar to the app.
     pub async fn serve_internal(&self, req: Request<Body>) -> Response<Body> {
-        let callee = req
-            .headers()
-            .get(&CALLEE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        if callee != self.app_id {
+        let named = req.headers().get(&CALLEE).map(HeaderValue::as_bytes);
+        if named != Some(self.app_id.as_bytes()) {
+            let named = String::from_utf8_lossy(named.unwrap_or_default());
             return error_response(
                 StatusCode::NOT_FOUND,
-                &invoke_error(&callee, format!("this sidecar serves {}", self.app_id)),
+                &invoke_error(&named, format!("this sidecar serves {}", self.app_id)),
             );
         }
+        let callee = self.app_id.as_str();
         let kind = match req.headers().get(&KIND).map(HeaderValue::as_bytes) {
             Some(b"grpc") => Kind::Grpc,
             _ => Kind::Http,
@@ -557,10 +590,7 @@ impl InvokeService {
         let Some(app) = &self.app else {
             return error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &invoke_error(
-                    &callee,
-                    "the callee sidecar has no app channel (--app-port)",
-                ),
+                &invoke_error(callee, "the callee sidecar has no app channel (--app-port)"),
             );
         };
         let mut req = req;
@@ -577,10 +607,7 @@ impl InvokeService {
                 None => {
                     return error_response(
                         StatusCode::UNAUTHORIZED,
-                        &invoke_error(
-                            &callee,
-                            "mTLS is on and the caller presented no certificate",
-                        ),
+                        &invoke_error(callee, "mTLS is on and the caller presented no certificate"),
                     );
                 }
             },
@@ -636,15 +663,10 @@ impl InvokeService {
             }
         }
         let observed = self.metrics.as_ref().map(|m| {
-            let caller = req
-                .headers()
-                .get(&CALLER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let method = req.uri().path().to_owned();
-            m.invoke_req_recv(&caller, &method);
-            (m, caller, method, Instant::now())
+            let caller = req.headers().get(&CALLER).cloned();
+            let uri = req.uri().clone();
+            m.invoke_req_recv(header_text(caller.as_ref()), uri.path());
+            (m, caller, uri, Instant::now())
         });
         let res = match forward::to_app(
             app,
@@ -656,13 +678,43 @@ impl InvokeService {
         .await
         {
             Ok(res) => res,
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &invoke_error(&callee, e)),
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &invoke_error(callee, e)),
         };
-        if let Some((m, caller, method, started)) = observed {
-            m.invoke_res_sent(&caller, &method, res.status().as_str(), started.elapsed());
+        if let Some((m, caller, uri, started)) = observed {
+            m.invoke_res_sent(
+                header_text(caller.as_ref()),
+                uri.path(),
+                res.status().as_u16(),
+                started.elapsed(),
+            );
         }
         res
     }
+}
+
+/// Why a request to a peer failed: whether no connection could be made, and the error chain.
+struct SendError {
+    connect: bool,
+    text: String,
+}
+
+/// A hyper-util client's answer, in the form [`InvokeService::send_once`] handles.
+fn legacy<B>(
+    r: Result<Response<B>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Body>, SendError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    r.map(|res| res.map(Body::new)).map_err(|e| SendError {
+        connect: e.is_connect(),
+        text: error_chain(&e),
+    })
+}
+
+/// A request head with nothing in it (what is left after the last attempt took the head).
+fn empty_parts() -> http::request::Parts {
+    Request::new(()).into_parts().0
 }
 
 /// A request body: buffered (sendable again) or streamed (once).
@@ -677,19 +729,17 @@ enum RetryableResponse {
     Error(ApiError),
 }
 
-fn small_body(headers: &HeaderMap) -> bool {
-    match headers.get(http::header::CONTENT_LENGTH) {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT),
-        // No length and no chunked encoding: no body.
-        None => !headers.contains_key(http::header::TRANSFER_ENCODING),
-    }
+/// Whether `body` is known to end within [`RETRY_BUFFER_LIMIT`] bytes (its length is
+/// declared, or it has already ended).
+fn small_body(body: &Body) -> bool {
+    use axum::body::HttpBody as _;
+    body.size_hint()
+        .upper()
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, `: `-separated.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -719,6 +769,11 @@ pub fn split_target<'a>(target: &'a str, default_namespace: &'a str) -> (&'a str
         Some((app, ns)) if !app.is_empty() && !ns.is_empty() => (app, ns),
         _ => (target, default_namespace),
     }
+}
+
+/// A header's value as text ("" when absent or not text).
+fn header_text(v: Option<&HeaderValue>) -> &str {
+    v.and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
 fn header(v: &str) -> HeaderValue {
@@ -792,25 +847,29 @@ impl PeerTls {
 // === impl Balancer ===
 
 impl Balancer {
-    /// The instances in the order to try them: round robin, recently failed ones last.
-    fn order(&self, target: &str, instances: &[Instance]) -> Vec<Instance> {
-        if instances.len() == 1 {
-            return instances.to_vec();
+    /// The indices of `instances` in the order to try them: round robin, recently failed ones
+    /// last.
+    fn order(&self, target: &str, instances: &[Instance]) -> Vec<usize> {
+        let n = instances.len();
+        if n <= 1 {
+            return (0..n).collect();
         }
-        let counter = {
+        let start = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            next.entry(target.to_owned()).or_default().clone()
+            let counter = match next.get_mut(target) {
+                Some(c) => c,
+                None => next.entry(target.to_owned()).or_default(),
+            };
+            let start = *counter % n;
+            *counter = counter.wrapping_add(1);
+            start
         };
-        let start = counter.fetch_add(1, Ordering::Relaxed) % instances.len();
-        let mut order: Vec<Instance> = instances[start..]
-            .iter()
-            .chain(&instances[..start])
-            .cloned()
-            .collect();
+        let mut order: Vec<usize> = (start..n).chain(0..start).collect();
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         if !failed.is_empty() {
             let now = Instant::now();
-            order.sort_by_key(|i| {
+            order.sort_by_key(|&i| {
+                let i = &instances[i];
                 failed
                     .get(&(i.host.clone(), i.port))
                     .is_some_and(|at| now.duration_since(*at) < FAILED_INSTANCE_PAUSE)
@@ -853,13 +912,13 @@ mod tests {
         assert_eq!(split_target("b.prod", "default"), ("b", "prod"));
         let b = Balancer::default();
         let all = [inst(1), inst(2)];
-        let first: Vec<u16> = (0..4).map(|_| b.order("b", &all)[0].port).collect();
+        let first: Vec<u16> = (0..4).map(|_| all[b.order("b", &all)[0]].port).collect();
         assert_eq!(first, vec![1, 2, 1, 2]);
         b.failed(&inst(1));
-        let first: Vec<u16> = (0..2).map(|_| b.order("b", &all)[0].port).collect();
+        let first: Vec<u16> = (0..2).map(|_| all[b.order("b", &all)[0]].port).collect();
         assert_eq!(first, vec![2, 2]);
         b.succeeded(&inst(1));
-        let first: Vec<u16> = (0..2).map(|_| b.order("b", &all)[0].port).collect();
+        let first: Vec<u16> = (0..2).map(|_| all[b.order("b", &all)[0]].port).collect();
         assert_eq!(first, vec![1, 2]);
     }
 }

@@ -15,6 +15,7 @@ pub mod components;
 pub mod config;
 pub mod configuration;
 pub mod error;
+mod h1pool;
 pub mod health;
 pub mod invoke;
 pub mod lock;

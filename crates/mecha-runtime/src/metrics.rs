@@ -77,7 +77,6 @@ mod endpoint;
 mod grpc_server;
 mod http_server;
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -92,7 +91,7 @@ pub use endpoint::{CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_PROMETHEUS, router, se
 pub use grpc_server::{
     GrpcCall, GrpcMetricsBody, GrpcMetricsFuture, GrpcMetricsLayer, GrpcMetricsService,
 };
-pub use http_server::http_layer;
+pub use http_server::{http_layer, measure};
 
 /// Dapr's default latency buckets, in milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 34] = [
@@ -200,14 +199,15 @@ impl EncodeMetric for Count {
 /// allocating, and caps the dimension at [`MAX_LABEL_VALUES`] values.
 #[derive(Debug)]
 struct Interner {
-    values: RwLock<HashSet<Arc<str>>>,
+    /// Hashed with foldhash: interning is on every request's path.
+    values: RwLock<hashbrown::HashSet<Arc<str>>>,
     overflow: Arc<str>,
 }
 
 impl Interner {
     fn new() -> Self {
         Self {
-            values: RwLock::new(HashSet::new()),
+            values: RwLock::new(hashbrown::HashSet::new()),
             overflow: Arc::from(OVERFLOW_LABEL),
         }
     }
@@ -230,6 +230,98 @@ impl Interner {
         values.insert(v.clone());
         v
     }
+}
+
+/// How many label combinations [`HandleCache`] keeps per kind of series.
+const MAX_CACHED_HANDLES: usize = 4096;
+
+/// The metric handles of one combination of raw label values, looked up with one fast hash of
+/// those values: no interning and no hashing of label sets per family once a combination has
+/// been seen. Past [`MAX_CACHED_HANDLES`] combinations, lookups go to the families each time.
+struct HandleCache<H> {
+    map: RwLock<hashbrown::HashMap<HandleKey, H>>,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct HandleKey {
+    a: Box<str>,
+    b: Box<str>,
+    n: u16,
+}
+
+/// A [`HandleKey`] borrowed: same fields in the same order, so the same hash.
+#[derive(Hash)]
+struct HandleKeyRef<'a> {
+    a: &'a str,
+    b: &'a str,
+    n: u16,
+}
+
+impl hashbrown::Equivalent<HandleKey> for HandleKeyRef<'_> {
+    fn equivalent(&self, key: &HandleKey) -> bool {
+        self.n == key.n && self.a == &*key.a && self.b == &*key.b
+    }
+}
+
+impl<H> std::fmt::Debug for HandleCache<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.map.read().map_or(0, |m| m.len());
+        f.debug_struct("HandleCache").field("len", &len).finish()
+    }
+}
+
+impl<H> HandleCache<H> {
+    fn new() -> Self {
+        Self {
+            map: RwLock::new(hashbrown::HashMap::new()),
+        }
+    }
+
+    /// Calls `record` with the handles of (`a`, `b`, `n`), made by `make` the first time.
+    fn record(&self, a: &str, b: &str, n: u16, make: impl FnOnce() -> H, record: impl FnOnce(&H)) {
+        let key = HandleKeyRef { a, b, n };
+        {
+            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = map.get(&key) {
+                record(h);
+                return;
+            }
+        }
+        let h = make();
+        record(&h);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() < MAX_CACHED_HANDLES && !map.contains_key(&key) {
+            map.insert(
+                HandleKey {
+                    a: a.into(),
+                    b: b.into(),
+                    n,
+                },
+                h,
+            );
+        }
+    }
+}
+
+/// The series one HTTP API request updates.
+struct HttpHandles {
+    request_count: Count,
+    request_bytes: Histogram,
+    response_count: Count,
+    latency: Histogram,
+    response_bytes: Histogram,
+}
+
+/// The series one gRPC API call updates.
+struct GrpcHandles {
+    count: Count,
+    latency: Histogram,
+}
+
+/// A counter and a latency histogram of one invocation series.
+struct CallHandles {
+    count: Counter,
+    latency: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -400,6 +492,13 @@ pub struct Metrics {
     invoke_res_sent: Family<InvokeOutLabels, Counter>,
     invoke_res_sent_latency: HistogramFamily<InvokeOutLabels>,
 
+    http_handles: HandleCache<HttpHandles>,
+    grpc_handles: HandleCache<GrpcHandles>,
+    invoke_sent_handles: HandleCache<Counter>,
+    invoke_recv_handles: HandleCache<CallHandles>,
+    invoke_in_handles: HandleCache<Counter>,
+    invoke_out_handles: HandleCache<CallHandles>,
+
     pubsub_ingress_count: Family<IngressLabels, Count>,
     pubsub_ingress_latency: HistogramFamily<IngressLabels>,
     pubsub_egress_count: Family<EgressLabels, Count>,
@@ -564,6 +663,12 @@ impl Metrics {
             invoke_req_recv,
             invoke_res_sent,
             invoke_res_sent_latency,
+            http_handles: HandleCache::new(),
+            grpc_handles: HandleCache::new(),
+            invoke_sent_handles: HandleCache::new(),
+            invoke_recv_handles: HandleCache::new(),
+            invoke_in_handles: HandleCache::new(),
+            invoke_out_handles: HandleCache::new(),
             pubsub_ingress_count,
             pubsub_ingress_latency,
             pubsub_egress_count,
@@ -617,29 +722,38 @@ impl Metrics {
         res_bytes: u64,
     ) {
         let method = method_label(method);
-        let path = self.paths.get(path);
-        let request = HttpRequestLabels {
-            app_id: self.app_id.clone(),
+        self.http_handles.record(
             method,
             path,
-        };
-        self.http_request_count.get_or_create(&request).inc();
-        self.http_request_bytes
-            .get_or_create(&request)
-            .observe(req_bytes as f64);
-        let response = HttpResponseLabels {
-            app_id: request.app_id,
-            method,
-            path: request.path,
             status,
-        };
-        self.http_response_count.get_or_create(&response).inc();
-        self.http_latency
-            .get_or_create(&response)
-            .observe(millis(latency));
-        self.http_response_bytes
-            .get_or_create(&response)
-            .observe(res_bytes as f64);
+            || {
+                let request = HttpRequestLabels {
+                    app_id: self.app_id.clone(),
+                    method,
+                    path: self.paths.get(path),
+                };
+                let response = HttpResponseLabels {
+                    app_id: request.app_id.clone(),
+                    method,
+                    path: request.path.clone(),
+                    status,
+                };
+                HttpHandles {
+                    request_count: self.http_request_count.get_or_create_owned(&request),
+                    request_bytes: self.http_request_bytes.get_or_create_owned(&request),
+                    response_count: self.http_response_count.get_or_create_owned(&response),
+                    latency: self.http_latency.get_or_create_owned(&response),
+                    response_bytes: self.http_response_bytes.get_or_create_owned(&response),
+                }
+            },
+            |h| {
+                h.request_count.inc();
+                h.request_bytes.observe(req_bytes as f64);
+                h.response_count.inc();
+                h.latency.observe(millis(latency));
+                h.response_bytes.observe(res_bytes as f64);
+            },
+        );
     }
 
     /// Records one completed gRPC call: `method` is the full method name
@@ -650,70 +764,133 @@ impl Metrics {
     }
 
     fn grpc_server_rpc_interned(&self, method: Arc<str>, code: i32, latency: Duration) {
-        let labels = GrpcLabels {
-            app_id: self.app_id.clone(),
-            grpc_server_method: method,
-            grpc_server_status: grpc_code_name(code),
-        };
-        self.grpc_completed.get_or_create(&labels).inc();
-        self.grpc_latency
-            .get_or_create(&labels)
-            .observe(millis(latency));
+        let status = grpc_code_name(code);
+        self.grpc_handles.record(
+            &method,
+            status,
+            0,
+            || {
+                let labels = GrpcLabels {
+                    app_id: self.app_id.clone(),
+                    grpc_server_method: method.clone(),
+                    grpc_server_status: status,
+                };
+                GrpcHandles {
+                    count: self.grpc_completed.get_or_create_owned(&labels),
+                    latency: self.grpc_latency.get_or_create_owned(&labels),
+                }
+            },
+            |h| {
+                h.count.inc();
+                h.latency.observe(millis(latency));
+            },
+        );
     }
 
     /// Records an invocation request sent to `dest_app_id`.
     pub fn invoke_req_sent(&self, dest_app_id: &str, method: &str) {
-        let labels = InvokeSentLabels {
-            app_id: self.app_id.clone(),
-            dest_app_id: self.app_ids.get(dest_app_id),
-            method: self.invoke_methods.get(method),
-        };
-        self.invoke_req_sent.get_or_create(&labels).inc();
+        self.invoke_sent_handles.record(
+            dest_app_id,
+            method,
+            0,
+            || {
+                self.invoke_req_sent.get_or_create_owned(&InvokeSentLabels {
+                    app_id: self.app_id.clone(),
+                    dest_app_id: self.app_ids.get(dest_app_id),
+                    method: self.invoke_methods.get(method),
+                })
+            },
+            |c| {
+                c.inc();
+            },
+        );
     }
 
     /// Records the response of `dest_app_id` to an invocation request: `status` is the HTTP
-    /// status code (`"200"`) or gRPC code (`"0"`) as text, `latency` the round trip.
-    pub fn invoke_res_recv(
-        &self,
-        dest_app_id: &str,
-        method: &str,
-        status: &str,
-        latency: Duration,
-    ) {
-        let labels = InvokeRecvLabels {
-            app_id: self.app_id.clone(),
-            dest_app_id: self.app_ids.get(dest_app_id),
-            method: self.invoke_methods.get(method),
-            status: self.statuses.get(status),
-        };
-        self.invoke_res_recv.get_or_create(&labels).inc();
-        self.invoke_res_recv_latency
-            .get_or_create(&labels)
-            .observe(millis(latency));
+    /// status code (`200`) or gRPC code (`0`), `latency` the round trip.
+    pub fn invoke_res_recv(&self, dest_app_id: &str, method: &str, status: u16, latency: Duration) {
+        let series = (&self.invoke_res_recv, &self.invoke_res_recv_latency);
+        self.record_call(
+            &self.invoke_recv_handles,
+            series,
+            (dest_app_id, method, status),
+            latency,
+            |dest_app_id, method, status| InvokeRecvLabels {
+                app_id: self.app_id.clone(),
+                dest_app_id,
+                method,
+                status,
+            },
+        );
     }
 
     /// Records an invocation request received from `src_app_id`.
     pub fn invoke_req_recv(&self, src_app_id: &str, method: &str) {
-        let labels = InvokeInLabels {
-            app_id: self.app_id.clone(),
-            src_app_id: self.app_ids.get(src_app_id),
-            method: self.invoke_methods.get(method),
-        };
-        self.invoke_req_recv.get_or_create(&labels).inc();
+        self.invoke_in_handles.record(
+            src_app_id,
+            method,
+            0,
+            || {
+                self.invoke_req_recv.get_or_create_owned(&InvokeInLabels {
+                    app_id: self.app_id.clone(),
+                    src_app_id: self.app_ids.get(src_app_id),
+                    method: self.invoke_methods.get(method),
+                })
+            },
+            |c| {
+                c.inc();
+            },
+        );
     }
 
-    /// Records the response sent back to `src_app_id`; `latency` is the time the app took.
-    pub fn invoke_res_sent(&self, src_app_id: &str, method: &str, status: &str, latency: Duration) {
-        let labels = InvokeOutLabels {
-            app_id: self.app_id.clone(),
-            src_app_id: self.app_ids.get(src_app_id),
-            method: self.invoke_methods.get(method),
-            status: self.statuses.get(status),
-        };
-        self.invoke_res_sent.get_or_create(&labels).inc();
-        self.invoke_res_sent_latency
-            .get_or_create(&labels)
-            .observe(millis(latency));
+    /// Records the response sent back to `src_app_id` (`status` as in
+    /// [`Metrics::invoke_res_recv`]); `latency` is the time the app took.
+    pub fn invoke_res_sent(&self, src_app_id: &str, method: &str, status: u16, latency: Duration) {
+        let series = (&self.invoke_res_sent, &self.invoke_res_sent_latency);
+        self.record_call(
+            &self.invoke_out_handles,
+            series,
+            (src_app_id, method, status),
+            latency,
+            |src_app_id, method, status| InvokeOutLabels {
+                app_id: self.app_id.clone(),
+                src_app_id,
+                method,
+                status,
+            },
+        );
+    }
+
+    /// Counts one answered invocation and its latency in `series`, whose labels `labels` makes
+    /// from the interned (app id, method, status).
+    fn record_call<L: Clone + std::hash::Hash + Eq>(
+        &self,
+        cache: &HandleCache<CallHandles>,
+        series: (&Family<L, Counter>, &HistogramFamily<L>),
+        (app_id, method, status): (&str, &str, u16),
+        latency: Duration,
+        labels: impl FnOnce(Arc<str>, Arc<str>, Arc<str>) -> L,
+    ) {
+        cache.record(
+            app_id,
+            method,
+            status,
+            || {
+                let labels = labels(
+                    self.app_ids.get(app_id),
+                    self.invoke_methods.get(method),
+                    self.statuses.get(&status.to_string()),
+                );
+                CallHandles {
+                    count: series.0.get_or_create_owned(&labels),
+                    latency: series.1.get_or_create_owned(&labels),
+                }
+            },
+            |h| {
+                h.count.inc();
+                h.latency.observe(millis(latency));
+            },
+        );
     }
 
     /// Records one call to a component. `kind` is one of the `KIND_*` constants (`"bindings"`
@@ -975,9 +1152,9 @@ mod tests {
         let m = Metrics::new("caller");
         m.invoke_req_sent("callee", "orders");
         m.invoke_req_sent("callee", "orders");
-        m.invoke_res_recv("callee", "orders", "200", Duration::from_millis(12));
+        m.invoke_res_recv("callee", "orders", 200, Duration::from_millis(12));
         m.invoke_req_recv("other", "hello");
-        m.invoke_res_sent("other", "hello", "0", Duration::from_millis(2));
+        m.invoke_res_sent("other", "hello", 0, Duration::from_millis(2));
         let text = m.render();
         assert!(text.contains("# TYPE dapr_runtime_service_invocation_req_sent counter"));
         assert_eq!(

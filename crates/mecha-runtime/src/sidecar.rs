@@ -319,7 +319,7 @@ impl Sidecar {
         let mut servers = JoinSet::new();
         let mut http_addrs = Vec::new();
         let mut grpc_addrs = Vec::new();
-        let router = crate::api::http::router(services.clone());
+        let api = crate::api::http::HttpApi::new(services.clone());
         for ip in &config.listen_addresses {
             let listener = bind("HTTP", SocketAddr::new(*ip, config.http_port)).await?;
             let addr = listener.local_addr().map_err(|error| StartError::Bind {
@@ -332,13 +332,8 @@ impl Sidecar {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let serve = axum::serve(
-                listener,
-                router
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(services.shutdown.clone().wait());
+            let serve = axum::serve(listener, api.clone())
+                .with_graceful_shutdown(services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "HTTP API server failed");

@@ -15,6 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Cli, Command, SidecarArgs};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {

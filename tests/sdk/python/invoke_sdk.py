@@ -10,6 +10,7 @@ GRPC_APP_PORT (app id GRPC_APP); the Rust test started their sidecars and the ca
 
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -132,6 +133,29 @@ items = list(channel.unary_stream('/mecha.test.Echo/ServerStream')(b'5', metadat
 check('server stream proxied', items == [f'item-{i}'.encode() for i in range(5)], items)
 echoes = list(channel.stream_stream('/mecha.test.Echo/Bidi')(iter([b'a', b'b', b'c']), metadata=md))
 check('bidirectional stream proxied', echoes == [b'echo:a', b'echo:b', b'echo:c'], echoes)
+# Ping-pong: each message is sent only after the echo of the previous one came back, so the
+# proxy must pass messages on as they come (not wait for the end of the client's stream).
+echoed = queue.Queue()
+
+
+def ping_pong():
+    for i in range(3):
+        if i > 0:
+            try:
+                echoed.get(timeout=10)
+            except queue.Empty:
+                return
+        yield f'p{i}'.encode()
+
+
+pongs = []
+try:
+    for r in channel.stream_stream('/mecha.test.Echo/Bidi')(ping_pong(), metadata=md, timeout=30):
+        pongs.append(r)
+        echoed.put(r)
+except grpc.RpcError as e:
+    pongs.append(str(e.code()))
+check('interactive bidirectional stream proxied', pongs == [b'echo:p0', b'echo:p1', b'echo:p2'], pongs)
 try:
     call_unary(b'fail', metadata=md)
     check('app error propagates', False, 'no error')

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mecha_core::nameresolution::{Instance, NameResolver, ResolveError, ResolverInit};
+use mecha_core::nameresolution::{Instance, Instances, NameResolver, ResolveError, ResolverInit};
 use tokio::time::Instant;
 
 use super::{Config, ResolveCache};
@@ -224,7 +224,7 @@ impl NameResolver for DnsResolver {
         Ok(())
     }
 
-    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Vec<Instance>, ResolveError> {
+    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Instances, ResolveError> {
         if let Some(found) = self.cache.get(app_id, namespace) {
             return Ok(found);
         }
@@ -234,6 +234,7 @@ impl NameResolver for DnsResolver {
             None => self.addresses(&name, app_id, namespace).await?,
         };
         sort_instances(&mut found);
+        let found: Instances = found.into();
         self.cache.put(app_id, namespace, &found);
         Ok(found)
     }

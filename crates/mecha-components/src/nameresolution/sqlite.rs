@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mecha_core::Metadata;
 use mecha_core::component::{ComponentError, ComponentInit};
-use mecha_core::nameresolution::{Instance, NameResolver, ResolveError, ResolverInit};
+use mecha_core::nameresolution::{Instance, Instances, NameResolver, ResolveError, ResolverInit};
 use mecha_core::state::now_millis;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Row};
@@ -225,11 +225,11 @@ impl NameResolver for SqliteResolver {
         Ok(())
     }
 
-    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Vec<Instance>, ResolveError> {
+    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Instances, ResolveError> {
         if let Some(found) = self.cache.get(app_id, namespace) {
             return Ok(found);
         }
-        let found = self.inner.select(app_id, namespace).await?;
+        let found: Instances = self.inner.select(app_id, namespace).await?.into();
         self.cache.put(app_id, namespace, &found);
         Ok(found)
     }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mecha_core::nameresolution::{Instance, NameResolver, ResolveError, ResolverInit};
+use mecha_core::nameresolution::{Instance, Instances, NameResolver, ResolveError, ResolverInit};
 use serde_json::Value;
 
 use super::{Config, kind, parse_port};
@@ -113,8 +113,8 @@ impl NameResolver for StaticResolver {
         Ok(())
     }
 
-    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Vec<Instance>, ResolveError> {
-        Ok(self.lookup(app_id, namespace))
+    async fn resolve(&self, app_id: &str, namespace: &str) -> Result<Instances, ResolveError> {
+        Ok(self.lookup(app_id, namespace).into())
     }
 }
 

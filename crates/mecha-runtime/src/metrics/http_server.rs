@@ -19,15 +19,25 @@ use super::{Metrics, UNMATCHED_PATH};
 /// ends when the handler returns its response (before a streamed body is sent). Sizes come from
 /// `Content-Length` or an exactly known body size, and are 0 for streamed bodies.
 pub async fn http_layer(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let path = req.extensions().get::<MatchedPath>().cloned();
+    let path = path.as_ref().map_or(UNMATCHED_PATH, MatchedPath::as_str);
+    measure(&metrics, path, req, |req| next.run(req)).await
+}
+
+/// Runs `handle` on `req` and records it as a request to the route `path` (a template).
+pub async fn measure<F, Fut>(metrics: &Metrics, path: &str, req: Request, handle: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.extensions().get::<MatchedPath>().cloned();
     let req_bytes = body_size(req.headers(), req.body().size_hint().exact());
-    let response = next.run(req).await;
+    let response = handle(req).await;
     let res_bytes = body_size(response.headers(), response.body().size_hint().exact());
     metrics.http_server_request(
         &method,
-        path.as_ref().map_or(UNMATCHED_PATH, MatchedPath::as_str),
+        path,
         response.status().as_u16(),
         start.elapsed(),
         req_bytes,

@@ -12,11 +12,32 @@ use http::{Uri, header};
 use crate::invoke::{forward_app_id, no_app_id};
 use crate::sidecar::Services;
 
-const PREFIX: &str = "/v1.0/invoke/";
+/// Where invocation calls start; [`ROUTE`] is their route.
+pub(super) const PREFIX: &str = "/v1.0/invoke/";
+/// The route of invocation calls (also their `path` label in the HTTP metrics).
+pub(super) const ROUTE: &str = "/v1.0/invoke/{*rest}";
 
 /// `ANY /v1.0/invoke/{appId}/method/{method...}`: the raw (still escaped) method path and
 /// the query string are forwarded.
 pub(super) async fn invoke(State(s): State<Arc<Services>>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    invoke_from(&s, req, peer).await
+}
+
+/// [`invoke`] without the router (see [`super::HttpApi`]), measured as [`ROUTE`].
+pub(super) async fn direct(s: Arc<Services>, req: Request, peer: SocketAddr) -> Response {
+    match &s.metrics {
+        Some(m) => {
+            crate::metrics::measure(m, ROUTE, req, |req| invoke_from(&s, req, Some(peer))).await
+        }
+        None => invoke_from(&s, req, Some(peer)).await,
+    }
+}
+
+async fn invoke_from(s: &Arc<Services>, req: Request, peer: Option<SocketAddr>) -> Response {
     let path = req.uri().path();
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return no_app_id().into_response();
@@ -30,7 +51,7 @@ pub(super) async fn invoke(State(s): State<Arc<Services>>, req: Request) -> Resp
         Some(q) => format!("{method}?{q}"),
         None => method.to_owned(),
     };
-    forward(&s, app_id, target_uri, req).await
+    forward(s, app_id, target_uri, req, peer).await
 }
 
 /// Any path with `dapr-app-id` (or basic auth with user `dapr-app-id`): the whole path is the
@@ -43,14 +64,20 @@ pub(super) async fn fallback(State(s): State<Arc<Services>>, req: Request) -> Re
         .uri()
         .path_and_query()
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    forward(&s, app_id, target_uri, req).await
-}
-
-async fn forward(s: &Arc<Services>, app_id: String, target_uri: String, req: Request) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    forward(&s, app_id, target_uri, req, peer).await
+}
+
+async fn forward(
+    s: &Arc<Services>,
+    app_id: String,
+    target_uri: String,
+    req: Request,
+    peer: Option<SocketAddr>,
+) -> Response {
     let (mut parts, body) = req.into_parts();
     parts.uri = match target_uri.parse::<Uri>() {
         Ok(u) => u,
