@@ -268,11 +268,15 @@ impl InvokeService {
         mut req: Request<Body>,
         policy: &Policy,
     ) -> Result<Response<Body>, ApiError> {
-        let mut span = self.tracer.start_lazy(
+        // The caller's trace context is only read when there is a tracer to use it.
+        let parent = self.tracer.is_enabled().then(|| {
             req.extensions()
                 .get::<crate::trace::SpanContext>()
                 .cloned()
-                .or_else(|| crate::trace::SpanContext::from_headers(req.headers())),
+                .or_else(|| crate::trace::SpanContext::from_headers(req.headers()))
+        });
+        let mut span = self.tracer.start_lazy(
+            parent.flatten(),
             || format!("CallLocal/{app_id}{}", req.uri().path()),
             crate::trace::SpanKind::Client,
         );
@@ -652,7 +656,10 @@ impl InvokeService {
         req.headers_mut().remove(&KIND);
         req.headers_mut().remove(&DEADLINE);
         let span = self.tracer.start_lazy(
-            crate::trace::SpanContext::from_headers(req.headers()),
+            self.tracer
+                .is_enabled()
+                .then(|| crate::trace::SpanContext::from_headers(req.headers()))
+                .flatten(),
             || format!("CallLocal/{}{}", self.app_id, req.uri().path()),
             crate::trace::SpanKind::Server,
         );

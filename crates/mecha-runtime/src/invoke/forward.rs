@@ -44,8 +44,18 @@ pub(crate) fn strip_request_headers(h: &mut HeaderMap) {
 
 /// Removes the hop-by-hop headers, and those named by `Connection`.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names is cheaper than a lookup for each.
-    if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
+    // Most messages carry none (gRPC ones only `TE: trailers`, which stays): one pass over
+    // the names is cheaper than a lookup for each.
+    let te_only_trailers = || {
+        let mut te = h.get_all(header::TE).iter();
+        te.next()
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+            && te.next().is_none()
+    };
+    if !h
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) && (n != header::TE || !te_only_trailers()))
+    {
         return;
     }
     let named: Vec<HeaderName> = h
@@ -315,6 +325,28 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-host"], "localhost:3500");
         assert_eq!(h[header::FORWARDED], "for=10.0.0.1;host=localhost:3500");
+    }
+
+    #[test]
+    fn te_trailers_stays_and_other_hop_by_hop_headers_go() {
+        let mut grpc = HeaderMap::new();
+        grpc.insert(header::TE, HeaderValue::from_static("trailers"));
+        grpc.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut grpc);
+        assert_eq!(grpc.len(), 2);
+        assert_eq!(grpc[header::TE], "trailers");
+
+        let mut h = grpc.clone();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-keep"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]
