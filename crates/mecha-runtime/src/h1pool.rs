@@ -30,9 +30,11 @@ pub(crate) struct H1Pool {
     connect_timeout: Duration,
 }
 
-/// The idle connections to one peer.
-#[derive(Default)]
-struct Idle(Mutex<Vec<SendRequest<Body>>>);
+/// The idle connections to one peer, and the `Host` header that names it.
+struct Idle {
+    connections: Mutex<Vec<SendRequest<Body>>>,
+    host: Option<HeaderValue>,
+}
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -114,12 +116,12 @@ impl H1Pool {
         port: u16,
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, H1Error> {
-        if !req.headers().contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&format!("{host}:{port}"))
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
         let idle = self.idle(host, port);
+        if !req.headers().contains_key(header::HOST)
+            && let Some(v) = &idle.host
+        {
+            req.headers_mut().insert(header::HOST, v.clone());
+        }
         loop {
             let (mut sender, reused) = match idle.checkout() {
                 Some(s) => (s, true),
@@ -156,7 +158,10 @@ impl H1Pool {
         if let Some(idle) = peers.get(&PeerRef { host, port }) {
             return idle.clone();
         }
-        let idle = Arc::new(Idle::default());
+        let idle = Arc::new(Idle {
+            connections: Mutex::default(),
+            host: HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        });
         peers.insert(
             Peer {
                 host: host.into(),
@@ -195,7 +200,7 @@ impl H1Pool {
 impl Idle {
     /// An idle connection that is still open.
     fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(sender) = list.pop() {
             if !sender.is_closed() {
                 return Some(sender);
@@ -208,7 +213,7 @@ impl Idle {
         if sender.is_closed() {
             return;
         }
-        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() < MAX_IDLE_PER_PEER {
             list.push(sender);
         }

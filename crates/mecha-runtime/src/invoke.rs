@@ -89,6 +89,7 @@ pub struct InvokeService {
     app_pipeline: Option<Arc<crate::middleware::Pipeline>>,
     /// With mTLS: clients that present this sidecar's certificate.
     peer_tls: Option<PeerTls>,
+    forwarded: forward::ForwardedCache,
 }
 
 type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -184,6 +185,7 @@ impl InvokeService {
             access_control: None,
             app_pipeline: None,
             peer_tls: None,
+            forwarded: Default::default(),
         }
     }
 
@@ -236,7 +238,7 @@ impl InvokeService {
         if target.is_empty() {
             return Err(no_app_id());
         }
-        forward::add_forwarded(req.headers_mut(), peer);
+        forward::add_forwarded(req.headers_mut(), peer, &self.forwarded);
         forward::strip_request_headers(req.headers_mut());
         if let Some(endpoint) = self.endpoints.find(target) {
             return endpoint

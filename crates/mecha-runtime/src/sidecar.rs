@@ -422,7 +422,13 @@ impl Sidecar {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let serve = axum::serve(listener, internal)
+            // One handler for every request: no router in front of it.
+            let invoke = services.invoke.clone();
+            let handler = tower::service_fn(move |req: axum::extract::Request| {
+                let invoke = invoke.clone();
+                async move { Ok::<_, std::convert::Infallible>(invoke.serve_internal(req).await) }
+            });
+            let serve = axum::serve(listener, tower::make::Shared::new(handler))
                 .with_graceful_shutdown(services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = serve.await {

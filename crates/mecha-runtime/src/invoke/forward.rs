@@ -1,7 +1,8 @@
 //! Header rules of invocation, and handing a request to the app: HTTP as HTTP, gRPC as gRPC,
 //! or an HTTP request mapped to `OnInvoke` for gRPC apps.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -80,38 +81,66 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The `X-Forwarded-For` and `Forwarded` values of the last (caller address, `Host`) seen:
+/// apps call their sidecar from one address with one `Host`, so the values are made once.
+#[derive(Default)]
+pub(crate) struct ForwardedCache(Mutex<Option<ForwardedValues>>);
+
+#[derive(Clone)]
+struct ForwardedValues {
+    ip: Option<IpAddr>,
+    host: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl ForwardedCache {
+    fn values(&self, ip: Option<IpAddr>, host: Option<&HeaderValue>) -> ForwardedValues {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = last.as_ref()
+            && v.ip == ip
+            && v.host.as_ref() == host
+        {
+            return v.clone();
+        }
+        let host_text = host.and_then(|v| v.to_str().ok());
+        let ip_text = ip.map(|ip| ip.to_string());
+        let mut forwarded = String::new();
+        if let Some(ip) = &ip_text {
+            forwarded.push_str("for=");
+            forwarded.push_str(ip);
+        }
+        if let Some(host) = host_text {
+            if !forwarded.is_empty() {
+                forwarded.push(';');
+            }
+            forwarded.push_str("host=");
+            forwarded.push_str(host);
+        }
+        let values = ForwardedValues {
+            ip,
+            host: host.cloned(),
+            forwarded_for: ip_text.and_then(|ip| HeaderValue::from_str(&ip).ok()),
+            forwarded: (!forwarded.is_empty())
+                .then(|| HeaderValue::from_str(&forwarded).ok())
+                .flatten(),
+        };
+        *last = Some(values.clone());
+        values
+    }
+}
+
 /// Adds `X-Forwarded-For`, `X-Forwarded-Host` and `Forwarded` for the calling app.
-pub(crate) fn add_forwarded(h: &mut HeaderMap, peer: Option<SocketAddr>) {
-    let host = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let ip = peer.map(|p| p.ip().to_string());
-    if let Some(ip) = &ip
-        && let Ok(v) = HeaderValue::from_str(ip)
-    {
+pub(crate) fn add_forwarded(h: &mut HeaderMap, peer: Option<SocketAddr>, cache: &ForwardedCache) {
+    let host = h.get(header::HOST).filter(|v| v.to_str().is_ok()).cloned();
+    let values = cache.values(peer.map(|p| p.ip()), host.as_ref());
+    if let Some(v) = values.forwarded_for {
         h.append(HeaderName::from_static("x-forwarded-for"), v);
     }
-    if let Some(host) = &host
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+    if let Some(host) = host {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    let mut forwarded = String::new();
-    if let Some(ip) = &ip {
-        forwarded.push_str("for=");
-        forwarded.push_str(ip);
-    }
-    if let Some(host) = &host {
-        if !forwarded.is_empty() {
-            forwarded.push(';');
-        }
-        forwarded.push_str("host=");
-        forwarded.push_str(host);
-    }
-    if !forwarded.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&forwarded)
-    {
+    if let Some(v) = values.forwarded {
         h.insert(header::FORWARDED, v);
     }
 }
@@ -314,7 +343,8 @@ mod tests {
         h.insert("dapr-app-id", HeaderValue::from_static("b"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
         h.insert(header::HOST, HeaderValue::from_static("localhost:3500"));
-        add_forwarded(&mut h, Some(([10, 0, 0, 1], 1234).into()));
+        let cache = ForwardedCache::default();
+        add_forwarded(&mut h, Some(([10, 0, 0, 1], 1234).into()), &cache);
         strip_request_headers(&mut h);
         assert!(h.get("x-private").is_none());
         assert!(h.get(header::CONNECTION).is_none());
@@ -325,6 +355,21 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-host"], "localhost:3500");
         assert_eq!(h[header::FORWARDED], "for=10.0.0.1;host=localhost:3500");
+
+        // The cached values follow the caller's address and Host.
+        let mut again = HeaderMap::new();
+        again.insert(header::HOST, HeaderValue::from_static("localhost:3500"));
+        add_forwarded(&mut again, Some(([10, 0, 0, 1], 9).into()), &cache);
+        assert_eq!(again[header::FORWARDED], "for=10.0.0.1;host=localhost:3500");
+        let mut other = HeaderMap::new();
+        other.insert(header::HOST, HeaderValue::from_static("127.0.0.1:3500"));
+        add_forwarded(&mut other, Some(([10, 0, 0, 2], 9).into()), &cache);
+        assert_eq!(other["x-forwarded-for"], "10.0.0.2");
+        assert_eq!(other["x-forwarded-host"], "127.0.0.1:3500");
+        assert_eq!(other[header::FORWARDED], "for=10.0.0.2;host=127.0.0.1:3500");
+        let mut no_host = HeaderMap::new();
+        add_forwarded(&mut no_host, None, &cache);
+        assert!(no_host.is_empty(), "{no_host:?}");
     }
 
     #[test]
