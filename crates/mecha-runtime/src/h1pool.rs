@@ -160,7 +160,13 @@ impl H1Pool {
         }
         let idle = Arc::new(Idle {
             connections: Mutex::default(),
-            host: HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+            // An IPv6 address goes in brackets (`[::1]:3500`).
+            host: HeaderValue::from_str(&if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
+            .ok(),
         });
         peers.insert(
             Peer {
