@@ -3,7 +3,9 @@
 //!
 //! One [`Metrics`] exists per sidecar, shared as `Arc<Metrics>`. Recording never allocates once
 //! a label combination has been seen: label values are small fixed types (`&'static str`, `u16`,
-//! `bool`) or strings interned once per distinct value ([`Arc<str>`]). Every free-form label
+//! `bool`) or strings interned once per distinct value ([`Arc<str>`]); on the request paths
+//! (HTTP and gRPC API, invocation) the series of a combination are also cached, so a request
+//! costs one foldhash lookup of its raw label values. Every free-form label
 //! (path template, method name, component, topic, app id, status) is capped at
 //! [`MAX_LABEL_VALUES`] distinct values per dimension; further values are recorded as
 //! [`OVERFLOW_LABEL`] so a misbehaving client cannot grow memory without bound.
