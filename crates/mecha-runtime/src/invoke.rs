@@ -414,13 +414,13 @@ impl InvokeService {
         };
         if policy.is_noop() {
             return self
-                .send_once(target, &instances, Cow::Owned(parts), &payload)
+                .send_once(target, &instances, kind, Cow::Owned(parts), &payload)
                 .await;
         }
         let result = policy
             .run(|| async {
                 match self
-                    .send_once(target, &instances, Cow::Borrowed(&parts), &payload)
+                    .send_once(target, &instances, kind, Cow::Borrowed(&parts), &payload)
                     .await
                 {
                     Ok(res) if policy.retries_http_status(res.status().as_u16()) => {
@@ -458,16 +458,17 @@ impl InvokeService {
         &self,
         target: &str,
         instances: &[Instance],
+        kind: Kind,
         mut parts: Cow<'_, http::request::Parts>,
         payload: &Payload,
     ) -> Result<Response<Body>, ApiError> {
+        let grpc = kind == Kind::Grpc;
+        let pooled_http1 = !grpc && self.peer_tls.is_none();
         let order = self.balancer.order(target, instances);
         let mut last_error = String::new();
         for (i, &index) in order.iter().enumerate() {
             let instance = &instances[index];
             let last = i + 1 == order.len();
-            let grpc = parts.headers.get(&KIND).is_some_and(|k| k == "grpc");
-            let pooled_http1 = !grpc && self.peer_tls.is_none();
             let uri: Uri = if pooled_http1 {
                 // The pool sends origin-form URIs and names the peer in `Host`.
                 parts
@@ -620,14 +621,11 @@ impl InvokeService {
             None => None,
         };
         if let Some(acl) = &self.access_control {
-            let text = |h: &HeaderName| {
-                req.headers()
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let (caller, caller_ns) = (text(&CALLER), text(&CALLER_NAMESPACE));
+            let h = req.headers();
+            let (caller, caller_ns) = (
+                header_text(h.get(&CALLER)),
+                header_text(h.get(&CALLER_NAMESPACE)),
+            );
             let trust_domain = verified
                 .as_ref()
                 .map_or(crate::acl::DEFAULT_TRUST_DOMAIN, |p| {
@@ -639,7 +637,7 @@ impl InvokeService {
                 ""
             };
             let operation = req.uri().path();
-            if !acl.allows(trust_domain, &caller, &caller_ns, operation, verb) {
+            if !acl.allows(trust_domain, caller, caller_ns, operation, verb) {
                 let e = ApiError::new(
                     "ERR_PERMISSION_DENIED",
                     StatusCode::FORBIDDEN,
@@ -858,10 +856,12 @@ impl PeerTls {
 impl Balancer {
     /// The indices of `instances` in the order to try them: round robin, recently failed ones
     /// last.
-    fn order(&self, target: &str, instances: &[Instance]) -> Vec<usize> {
+    fn order(&self, target: &str, instances: &[Instance]) -> Cow<'static, [usize]> {
         let n = instances.len();
-        if n <= 1 {
-            return (0..n).collect();
+        match n {
+            0 => return Cow::Borrowed(&[]),
+            1 => return Cow::Borrowed(&[0]),
+            _ => {}
         }
         let start = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
@@ -884,7 +884,7 @@ impl Balancer {
                     .is_some_and(|at| now.duration_since(*at) < FAILED_INSTANCE_PAUSE)
             });
         }
-        order
+        Cow::Owned(order)
     }
 
     fn failed(&self, i: &Instance) {

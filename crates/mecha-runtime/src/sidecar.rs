@@ -402,10 +402,11 @@ impl Sidecar {
             addr: SocketAddr::new(internal_ip, config.internal_port),
             error,
         })?;
+        // One handler for every request: no router in front of it.
         let invoke = services.invoke.clone();
-        let internal = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let internal = tower::service_fn(move |req: axum::extract::Request| {
             let invoke = invoke.clone();
-            async move { invoke.serve_internal(req).await }
+            async move { Ok::<_, std::convert::Infallible>(invoke.serve_internal(req).await) }
         });
         if let Some(w) = &workload {
             let tls = w
@@ -422,13 +423,7 @@ impl Sidecar {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            // One handler for every request: no router in front of it.
-            let invoke = services.invoke.clone();
-            let handler = tower::service_fn(move |req: axum::extract::Request| {
-                let invoke = invoke.clone();
-                async move { Ok::<_, std::convert::Infallible>(invoke.serve_internal(req).await) }
-            });
-            let serve = axum::serve(listener, tower::make::Shared::new(handler))
+            let serve = axum::serve(listener, tower::make::Shared::new(internal))
                 .with_graceful_shutdown(services.shutdown.clone().wait());
             servers.spawn(async move {
                 if let Err(e) = serve.await {

@@ -82,9 +82,8 @@ pub fn routes(services: Arc<Services>) -> tonic::service::Routes {
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let s = access.clone();
                 async move {
-                    if s.api_access.is_restricted()
-                        && let Some(method) =
-                            req.uri().path().strip_prefix("/dapr.proto.runtime.v1.Dapr/")
+                    if let Some(method) =
+                        req.uri().path().strip_prefix("/dapr.proto.runtime.v1.Dapr/")
                     {
                         let name = crate::acl::grpc_api(method);
                         if !s.api_access.allows(name, "v1", "grpc") {

@@ -119,7 +119,7 @@ pub fn router(services: Arc<Services>) -> Router {
     // that rewrites the path (e.g. a wasm guest) chooses the route the request then takes.
     // The token is checked first, before any body is read. Layers that would do nothing are
     // left out: each costs a boxed call per request.
-    let checks_token = services.api_token.is_some() || services.api_access.is_restricted();
+    let checks_token = checks_token(&services);
     let outer = match services.http_pipeline.clone() {
         Some(p) => Router::new()
             .fallback_service(routes)
@@ -132,6 +132,11 @@ pub fn router(services: Arc<Services>) -> Router {
     } else {
         outer
     }
+}
+
+/// Whether the API token or the `spec.api` lists are checked (before routing).
+fn checks_token(services: &Services) -> bool {
+    services.api_token.is_some() || services.api_access.is_restricted()
 }
 
 /// The HTTP API as served: [`router`] behind a per-connection service that hands the
@@ -148,11 +153,8 @@ pub struct HttpApi {
 impl HttpApi {
     /// Builds the API over `services`.
     pub fn new(services: Arc<Services>) -> Self {
-        let direct = (services.api_token.is_none()
-            && !services.api_access.is_restricted()
-            && services.http_pipeline.is_none()
-            && !services.tracer.is_enabled())
-        .then(|| services.clone());
+        let before_routing = checks_token(&services) || services.http_pipeline.is_some();
+        let direct = (!before_routing && !services.tracer.is_enabled()).then(|| services.clone());
         Self {
             router: router(services),
             direct,

@@ -86,7 +86,6 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 #[derive(Default)]
 pub(crate) struct ForwardedCache(Mutex<Option<ForwardedValues>>);
 
-#[derive(Clone)]
 struct ForwardedValues {
     ip: Option<IpAddr>,
     host: Option<HeaderValue>,
@@ -95,13 +94,18 @@ struct ForwardedValues {
 }
 
 impl ForwardedCache {
-    fn values(&self, ip: Option<IpAddr>, host: Option<&HeaderValue>) -> ForwardedValues {
+    /// The `X-Forwarded-For` and `Forwarded` values for a caller at `ip` that sent `host`.
+    fn values(
+        &self,
+        ip: Option<IpAddr>,
+        host: Option<&HeaderValue>,
+    ) -> (Option<HeaderValue>, Option<HeaderValue>) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = last.as_ref()
             && v.ip == ip
             && v.host.as_ref() == host
         {
-            return v.clone();
+            return (v.forwarded_for.clone(), v.forwarded.clone());
         }
         let host_text = host.and_then(|v| v.to_str().ok());
         let ip_text = ip.map(|ip| ip.to_string());
@@ -125,22 +129,23 @@ impl ForwardedCache {
                 .then(|| HeaderValue::from_str(&forwarded).ok())
                 .flatten(),
         };
-        *last = Some(values.clone());
-        values
+        let answer = (values.forwarded_for.clone(), values.forwarded.clone());
+        *last = Some(values);
+        answer
     }
 }
 
 /// Adds `X-Forwarded-For`, `X-Forwarded-Host` and `Forwarded` for the calling app.
 pub(crate) fn add_forwarded(h: &mut HeaderMap, peer: Option<SocketAddr>, cache: &ForwardedCache) {
     let host = h.get(header::HOST).filter(|v| v.to_str().is_ok()).cloned();
-    let values = cache.values(peer.map(|p| p.ip()), host.as_ref());
-    if let Some(v) = values.forwarded_for {
+    let (forwarded_for, forwarded) = cache.values(peer.map(|p| p.ip()), host.as_ref());
+    if let Some(v) = forwarded_for {
         h.append(HeaderName::from_static("x-forwarded-for"), v);
     }
     if let Some(host) = host {
         h.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    if let Some(v) = values.forwarded {
+    if let Some(v) = forwarded {
         h.insert(header::FORWARDED, v);
     }
 }

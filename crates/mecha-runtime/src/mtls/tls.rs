@@ -422,16 +422,25 @@ fn pki_error(e: webpki::Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(c)
 }
 
-/// Serves `router` on `listener` over TLS with `config` until `shutdown` resolves, then waits
+/// Serves `service` on `listener` over TLS with `config` until `shutdown` resolves, then waits
 /// for open connections to finish their requests. Every request carries the peer's
 /// [`PeerIdentity`] when the client presented a certificate; connections whose client
 /// certificate has no SPIFFE id are closed.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-    router: axum::Router,
+    service: S,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder =
@@ -451,7 +460,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let router = router.clone();
+        let inner = service.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -484,11 +493,7 @@ pub async fn serve(
                     if let Some(identity) = &identity {
                         req.extensions_mut().insert(identity.clone());
                     }
-                    let mut router = router.clone();
-                    async move {
-                        use tower::Service;
-                        router.call(req).await
-                    }
+                    tower::ServiceExt::oneshot(inner.clone(), req)
                 });
             let conn =
                 builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
